@@ -1,0 +1,39 @@
+# revmux build entry points. `make` builds release binaries into ./bin; `make test` is the full test run.
+CARGO ?= cargo
+BIN := bin
+
+.PHONY: all build test unit integration demo bench lint fmt clean
+
+all: build
+
+build:
+	$(CARGO) build --release --bins
+	@mkdir -p $(BIN)
+	@cp target/release/p target/release/c $(BIN)/
+	@echo "built ./$(BIN)/p and ./$(BIN)/c"
+
+# cargo's unit and in-process tests, then the shell suite against the real binaries.
+test: unit integration
+
+unit:
+	$(CARGO) test --workspace
+
+integration: build
+	$(MAKE) -C integration-tests
+
+demo: build
+	./scripts/demo.sh
+
+bench: build
+	./bench/run.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
+	rm -rf $(BIN) integration-tests/.work bench/.work

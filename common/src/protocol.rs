@@ -1,0 +1,239 @@
+//! The tunnel handshake: how an origin asks the proxy for a tunnel (an HTTP/1.1 `PUT` with
+//! `Upgrade`) and how the proxy checks that request, with one precise reason per rejection.
+
+use crate::secret::Secret;
+use http::{header, request, HeaderValue, Method, Request, StatusCode};
+
+/// Protocol name carried in `Upgrade`. The version follows a slash: `revmux/1`.
+pub const PROTOCOL_NAME: &str = "revmux";
+/// The one version this build speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// `Upgrade` value for the version this build speaks.
+pub const UPGRADE_TOKEN: &str = "revmux/1";
+/// Path the origin `PUT`s to on the proxy's tunnel port.
+pub const TUNNEL_PATH: &str = "/revmux/tunnel";
+/// Header naming the origin that asks for a tunnel.
+pub const ORIGIN_NAME_HEADER: &str = "revmux-origin";
+/// Longest origin name accepted (a DNS label's limit, so a name can become a host name later).
+pub const MAX_NAME_LEN: usize = 63;
+
+/// What the proxy learned from an accepted tunnel request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelHello {
+    pub origin_name: String,
+}
+
+/// Why the proxy refused a tunnel request. Each has one status and a one-line reason that both
+/// sides log.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("not found: tunnels are requested with PUT {TUNNEL_PATH}")]
+    NotFound,
+    #[error("method {0} not allowed: tunnels are requested with PUT")]
+    MethodNotAllowed(String),
+    #[error("malformed tunnel request: {0}")]
+    Malformed(&'static str),
+    #[error("unsupported protocol {0:?}: this proxy speaks {UPGRADE_TOKEN}")]
+    UnsupportedProtocol(String),
+    #[error("missing token: send Authorization: Bearer <token>")]
+    MissingToken,
+    #[error("wrong token")]
+    WrongToken,
+    #[error("invalid origin name: {0}")]
+    InvalidName(String),
+}
+
+impl Rejection {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Rejection::NotFound => StatusCode::NOT_FOUND,
+            Rejection::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Rejection::Malformed(_) | Rejection::InvalidName(_) => StatusCode::BAD_REQUEST,
+            Rejection::UnsupportedProtocol(_) => StatusCode::UPGRADE_REQUIRED,
+            Rejection::MissingToken | Rejection::WrongToken => StatusCode::UNAUTHORIZED,
+        }
+    }
+}
+
+/// Check an origin name: 1 to 63 characters of `a-z`, `0-9`, `-`, `_`, `.`, starting with a
+/// letter or digit.
+pub fn validate_origin_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > MAX_NAME_LEN {
+        return Err(format!("must be 1 to {MAX_NAME_LEN} characters, got {}", name.len()));
+    }
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    let rest_ok = name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
+    if first_ok && rest_ok {
+        Ok(())
+    } else {
+        Err(format!("{name:?}: use lower-case letters, digits, '-', '_' and '.', starting with a letter or digit"))
+    }
+}
+
+/// Turn a host name into a valid origin name (lower-cased, other characters replaced by `-`).
+pub fn origin_name_from_host(host: &str) -> String {
+    let mut name: String = host
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(MAX_NAME_LEN)
+        .collect();
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+        name.insert(0, 'o');
+        name.truncate(MAX_NAME_LEN);
+    }
+    name
+}
+
+/// The origin's side: the `PUT` that asks for a tunnel.
+pub fn tunnel_request(authority: &str, origin_name: &str, token: &Secret) -> http::Result<Request<()>> {
+    Request::builder()
+        .method(Method::PUT)
+        .uri(TUNNEL_PATH)
+        .header(header::HOST, authority)
+        .header(header::CONNECTION, "upgrade")
+        .header(header::UPGRADE, UPGRADE_TOKEN)
+        .header(header::AUTHORIZATION, format!("Bearer {}", token.expose()))
+        .header(ORIGIN_NAME_HEADER, origin_name)
+        .header(header::CONTENT_LENGTH, "0")
+        .body(())
+}
+
+/// The proxy's side: check a tunnel request against the expected token.
+///
+/// Checks run from the cheapest and least sensitive to the token: path, method, upgrade
+/// headers and version, then the token, then the origin's name.
+pub fn check_tunnel_request(req: &request::Parts, token: &Secret) -> Result<TunnelHello, Rejection> {
+    if req.uri.path() != TUNNEL_PATH {
+        return Err(Rejection::NotFound);
+    }
+    if req.method != Method::PUT {
+        return Err(Rejection::MethodNotAllowed(req.method.to_string()));
+    }
+    if !header_has_token(req.headers.get_all(header::CONNECTION), "upgrade") {
+        return Err(Rejection::Malformed("Connection: upgrade is missing"));
+    }
+    let upgrade = req
+        .headers
+        .get(header::UPGRADE)
+        .ok_or(Rejection::Malformed("Upgrade header is missing"))?
+        .to_str()
+        .map_err(|_| Rejection::Malformed("Upgrade header is not text"))?;
+    if !upgrade.split(',').any(|p| p.trim().eq_ignore_ascii_case(UPGRADE_TOKEN)) {
+        return Err(Rejection::UnsupportedProtocol(upgrade.to_owned()));
+    }
+    let presented = match req.headers.get(header::AUTHORIZATION) {
+        None => return Err(Rejection::MissingToken),
+        Some(v) => bearer_token(v).ok_or(Rejection::Malformed("Authorization is not 'Bearer <token>'"))?,
+    };
+    if !token.matches(presented) {
+        return Err(Rejection::WrongToken);
+    }
+    let name = req
+        .headers
+        .get(ORIGIN_NAME_HEADER)
+        .ok_or(Rejection::Malformed("revmux-origin header is missing"))?
+        .to_str()
+        .map_err(|_| Rejection::InvalidName("not text".into()))?;
+    validate_origin_name(name).map_err(Rejection::InvalidName)?;
+    Ok(TunnelHello { origin_name: name.to_owned() })
+}
+
+fn bearer_token(value: &HeaderValue) -> Option<&[u8]> {
+    let bytes = value.as_bytes();
+    let (scheme, rest) = bytes.split_at_checked(7)?;
+    if scheme.eq_ignore_ascii_case(b"bearer ") {
+        Some(rest.trim_ascii())
+    } else {
+        None
+    }
+}
+
+fn header_has_token<'a>(values: impl IntoIterator<Item = &'a HeaderValue>, wanted: &str) -> bool {
+    values
+        .into_iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(wanted))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(req: Request<()>) -> request::Parts {
+        req.into_parts().0
+    }
+
+    fn good() -> Request<()> {
+        tunnel_request("proxy:1444", "media", &Secret::new("s3cret")).expect("valid request")
+    }
+
+    #[test]
+    fn accepts_a_well_formed_request() {
+        let hello = check_tunnel_request(&parts(good()), &Secret::new("s3cret"));
+        assert_eq!(hello, Ok(TunnelHello { origin_name: "media".into() }));
+    }
+
+    #[test]
+    fn rejects_wrong_and_missing_tokens() {
+        let err = check_tunnel_request(&parts(good()), &Secret::new("other"));
+        assert_eq!(err, Err(Rejection::WrongToken));
+        assert_eq!(Rejection::WrongToken.status(), StatusCode::UNAUTHORIZED);
+        let mut p = parts(good());
+        p.headers.remove(header::AUTHORIZATION);
+        assert_eq!(check_tunnel_request(&p, &Secret::new("s3cret")), Err(Rejection::MissingToken));
+        p.headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert!(matches!(check_tunnel_request(&p, &Secret::new("s3cret")), Err(Rejection::Malformed(_))));
+    }
+
+    #[test]
+    fn rejects_other_versions_with_426() {
+        let mut p = parts(good());
+        p.headers.insert(header::UPGRADE, HeaderValue::from_static("revmux/2"));
+        let err = check_tunnel_request(&p, &Secret::new("s3cret")).expect_err("rejected");
+        assert_eq!(err.status(), StatusCode::UPGRADE_REQUIRED);
+        assert!(err.to_string().contains("revmux/2"), "{err}");
+        // A client offering several versions, one of which we speak, is fine.
+        p.headers.insert(header::UPGRADE, HeaderValue::from_static("revmux/2, revmux/1"));
+        assert!(check_tunnel_request(&p, &Secret::new("s3cret")).is_ok());
+    }
+
+    #[test]
+    fn rejects_wrong_method_path_and_name() {
+        let mut p = parts(good());
+        p.method = Method::GET;
+        assert_eq!(
+            check_tunnel_request(&p, &Secret::new("s3cret")).map_err(|e| e.status()),
+            Err(StatusCode::METHOD_NOT_ALLOWED)
+        );
+        let mut p = parts(good());
+        p.uri = "/elsewhere".parse().expect("uri");
+        assert_eq!(check_tunnel_request(&p, &Secret::new("s3cret")), Err(Rejection::NotFound));
+        let mut p = parts(good());
+        p.headers.insert(ORIGIN_NAME_HEADER, HeaderValue::from_static("Bad Name"));
+        assert!(matches!(check_tunnel_request(&p, &Secret::new("s3cret")), Err(Rejection::InvalidName(_))));
+        let mut p = parts(good());
+        p.headers.remove(header::CONNECTION);
+        assert!(matches!(check_tunnel_request(&p, &Secret::new("s3cret")), Err(Rejection::Malformed(_))));
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_origin_name("media-1.home").is_ok());
+        assert!(validate_origin_name("").is_err());
+        assert!(validate_origin_name("-x").is_err());
+        assert!(validate_origin_name(&"a".repeat(64)).is_err());
+        assert_eq!(origin_name_from_host("My_Laptop.Local"), "my_laptop.local");
+        assert_eq!(origin_name_from_host("Büro PC"), "b-ro-pc");
+        assert_eq!(origin_name_from_host("_x"), "o_x");
+        assert!(validate_origin_name(&origin_name_from_host(&"Z".repeat(100))).is_ok());
+    }
+}

@@ -1,0 +1,48 @@
+//! Timeouts, limits and HTTP/2 window sizes for the tunnel, in one place with the reasons for each value.
+
+use std::time::Duration;
+
+/// Per-stream receive window on the tunnel (both directions).
+///
+/// A stream can have at most this much unread data in flight, so one stream reaches at most
+/// `STREAM_WINDOW / RTT`: 2 MiB over a 50 ms path is ~40 MiB/s (~330 Mbit/s), more than a home
+/// uplink. It is also the most a stalled front-end client can pin per stream, in memory and in
+/// the shared connection window.
+pub const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+
+/// Connection-level receive window on the tunnel.
+///
+/// Eight times the stream window: a front-end client that stops reading pins at most one stream
+/// window of it, so seven stalled streams still leave a full window for everybody else. We do not
+/// use h2's adaptive (BDP) window: it raises every stream's window to the connection's size, so a
+/// single stalled reader could stop the whole tunnel.
+pub const CONNECTION_WINDOW: u32 = 8 * STREAM_WINDOW;
+
+/// Largest DATA frame we accept. 64 KiB instead of the 16 KiB default cuts per-frame overhead
+/// (headers, wakeups, TLS records) on bulk transfers while keeping streams interleaved finely.
+pub const MAX_FRAME_SIZE: u32 = 64 * 1024;
+
+/// How much a sender may queue per stream before waiting for the peer (h2's send buffer).
+pub const MAX_SEND_BUFFER: usize = 1024 * 1024;
+
+/// Concurrent streams the origin accepts on one tunnel; further requests wait at the proxy.
+pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
+
+/// HTTP/2 PING interval on an idle or busy tunnel; with [`KEEPALIVE_TIMEOUT`] a dead peer is
+/// noticed within about ten seconds even when the TCP connection never reports an error.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a PING may go unanswered before the tunnel is declared dead.
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Each step of establishing a tunnel (TCP connect, TLS handshake, PUT/101 exchange, HTTP/2
+/// preface) must finish within this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A front-end client must send its request headers within this.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Largest header block (HTTP/2) we accept from a front-end client or over the tunnel.
+pub const MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
+
+/// How long shutdown waits for in-flight requests before closing anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
