@@ -1,0 +1,312 @@
+//! The origin's embedded media file server: the public [`FileServer`], request dispatch and response building.
+//!
+//! Each request costs one hop to the blocking pool, which opens the path beneath the root
+//! (openat2), fstats it, evaluates conditionals and ranges, and either reads a small answer
+//! in full, renders a directory listing, or hands the file to a [`body::FileBody`] that
+//! streams it chunk by chunk as the client asks for more.
+
+mod body;
+mod conditional;
+mod listing;
+mod mime;
+mod path;
+mod range;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use common::body::{boxed, empty, full, BoxBody};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use tracing::warn;
+
+use self::body::FileBody;
+use self::conditional::{Conditions, Verdict};
+use self::path::{FileMeta, Kind, Root, Target};
+use self::range::{RangeHeader, Resolved};
+
+/// Answers of at most this many bytes are read inside the call that opens the file.
+const INLINE_MAX: u64 = 64 * 1024;
+
+const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
+const TEXT_HTML: &str = "text/html; charset=utf-8";
+
+/// Serves the files below one directory: downloads with ranges and conditionals, and HTML
+/// listings for directories. Cheap to clone (Arc inside).
+#[derive(Clone)]
+pub struct FileServer {
+    root: Arc<Root>,
+}
+
+impl fmt::Debug for FileServer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileServer").field("root", &self.root.path()).finish()
+    }
+}
+
+impl FileServer {
+    /// Opens the root, which must be an existing directory; it is canonicalized once, here.
+    pub fn new(root: &Path) -> io::Result<FileServer> {
+        Ok(FileServer { root: Arc::new(Root::open(root)?) })
+    }
+
+    /// The canonical root directory being served.
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Answer one request. Never panics; every failure is a precise status with a one-line
+    /// text/plain reason.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<BoxBody> {
+        let head = match *req.method() {
+            Method::GET => false,
+            Method::HEAD => true,
+            _ => return method_not_allowed(),
+        };
+        let target = match path::decode(req.uri().path()) {
+            Ok(target) => target,
+            Err(reject) => return reject.response(head),
+        };
+        let headers = req.headers();
+        let ask = Ask {
+            head,
+            conditions: Conditions::from_headers(headers),
+            range: headers.get(header::RANGE).and_then(|value| range::parse(value.as_bytes())),
+        };
+        // Keep only the URI (for a redirect); the request body is not needed.
+        let uri = req.into_parts().0.uri;
+        let root = Arc::clone(&self.root);
+        match tokio::task::spawn_blocking(move || serve(&root, target, ask)).await {
+            Ok(Outcome::Ready(response)) => response,
+            Ok(Outcome::AddSlash) => add_slash(&uri, head),
+            Err(e) => {
+                warn!(error = %e, path = %uri.path(), "file server task failed");
+                Reject::Internal.response(head)
+            }
+        }
+    }
+}
+
+/// What the request asks for beyond the path, parsed before the blocking hop.
+struct Ask {
+    head: bool,
+    conditions: Conditions,
+    range: Option<RangeHeader>,
+}
+
+enum Outcome {
+    Ready(Response<BoxBody>),
+    /// A directory asked for without its trailing slash.
+    AddSlash,
+}
+
+/// Reasons a request fails before any file is sent, each with its status and text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reject {
+    BadPath,
+    BadPercent,
+    DotDot,
+    BadSegment,
+    LeavesRoot,
+    Loop,
+    Denied,
+    NotRegular,
+    NotFound,
+    NotADirectory,
+    Internal,
+}
+
+impl Reject {
+    fn status(self) -> StatusCode {
+        match self {
+            Reject::BadPath | Reject::BadPercent => StatusCode::BAD_REQUEST,
+            Reject::DotDot
+            | Reject::BadSegment
+            | Reject::LeavesRoot
+            | Reject::Loop
+            | Reject::Denied
+            | Reject::NotRegular => StatusCode::FORBIDDEN,
+            Reject::NotFound | Reject::NotADirectory => StatusCode::NOT_FOUND,
+            Reject::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn line(self) -> &'static str {
+        match self {
+            Reject::BadPath => "400 bad request: path must start with /\n",
+            Reject::BadPercent => "400 bad request: malformed percent-encoding in path\n",
+            Reject::DotDot => "403 forbidden: path contains a .. segment\n",
+            Reject::BadSegment => "403 forbidden: path segment contains a separator or NUL\n",
+            Reject::LeavesRoot => "403 forbidden: path leaves the root\n",
+            Reject::Loop => "403 forbidden: symlink loop or magic link\n",
+            Reject::Denied => "403 forbidden: permission denied\n",
+            Reject::NotRegular => "403 forbidden: not a regular file or directory\n",
+            Reject::NotFound => "404 not found\n",
+            Reject::NotADirectory => "404 not found: not a directory\n",
+            Reject::Internal => "500 internal server error: could not read from disk\n",
+        }
+    }
+
+    fn response(self, head: bool) -> Response<BoxBody> {
+        text(self.status(), self.line(), head)
+    }
+}
+
+/// The blocking part of a request: open, fstat, then decide and (for small answers) read.
+fn serve(root: &Root, target: Target, ask: Ask) -> Outcome {
+    let fd = match root.open_beneath(&target.rel) {
+        Ok(fd) => fd,
+        Err(e) => return Outcome::Ready(path::reject_for(e, &target.rel).response(ask.head)),
+    };
+    let meta = match FileMeta::of(&fd) {
+        Ok(meta) => meta,
+        Err(e) => {
+            warn!(error = %e, path = %target.rel.display(), "could not stat file");
+            return Outcome::Ready(Reject::Internal.response(ask.head));
+        }
+    };
+    Outcome::Ready(match meta.kind {
+        Kind::Dir if !target.trailing_slash => return Outcome::AddSlash,
+        Kind::Dir => match listing::render(root, fd, &target.rel) {
+            Ok(html) => listing_response(html, ask.head),
+            Err(e) => {
+                warn!(error = %e, path = %target.rel.display(), "could not list directory");
+                Reject::Internal.response(ask.head)
+            }
+        },
+        Kind::File if target.trailing_slash => Reject::NotADirectory.response(ask.head),
+        Kind::File => file_response(File::from(fd), &meta, &target.rel, &ask),
+        Kind::Symlink | Kind::Other => Reject::NotRegular.response(ask.head),
+    })
+}
+
+fn file_response(file: File, meta: &FileMeta, rel: &Path, ask: &Ask) -> Response<BoxBody> {
+    let etag = conditional::etag(meta);
+    let mtime = conditional::mtime_secs(meta);
+    let use_range = match ask.conditions.evaluate(&etag, mtime) {
+        Verdict::Proceed { use_range } => use_range,
+        Verdict::PreconditionFailed => {
+            return text(StatusCode::PRECONDITION_FAILED, "412 precondition failed\n", ask.head)
+        }
+        Verdict::NotModified => {
+            let mut response = Response::new(empty());
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            validators(response.headers_mut(), etag, mtime);
+            return response;
+        }
+    };
+    let size = meta.size;
+    let resolved = match ask.range {
+        Some(range) if use_range => range.resolve(size),
+        _ => Resolved::Full,
+    };
+    let (status, start, len) = match resolved {
+        Resolved::Full => (StatusCode::OK, 0, size),
+        Resolved::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
+        Resolved::Unsatisfiable => {
+            let mut response = text(StatusCode::RANGE_NOT_SATISFIABLE, "416 range not satisfiable\n", ask.head);
+            let headers = response.headers_mut();
+            headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+            insert_string(headers, header::CONTENT_RANGE, format!("bytes */{size}"));
+            return response;
+        }
+    };
+    let body = if ask.head || len == 0 {
+        empty()
+    } else if len <= INLINE_MAX {
+        match body::read_exact_at(&file, start, len) {
+            Ok(bytes) => full(bytes),
+            Err(e) => {
+                warn!(error = %e, path = %rel.display(), "could not read file");
+                return Reject::Internal.response(false);
+            }
+        }
+    } else {
+        boxed(FileBody::new(file, start, len))
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, mime::content_type(rel));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    validators(headers, etag, mtime);
+    if status == StatusCode::PARTIAL_CONTENT {
+        let end = start + len - 1;
+        insert_string(headers, header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"));
+    }
+    response
+}
+
+/// ETag and Last-Modified.
+fn validators(headers: &mut HeaderMap, etag: String, mtime: u64) {
+    insert_string(headers, header::ETAG, etag);
+    insert_string(headers, header::LAST_MODIFIED, conditional::http_date(mtime));
+}
+
+fn insert_string(headers: &mut HeaderMap, name: HeaderName, value: String) {
+    // Only ever called with ASCII we formatted ourselves, so this does not fail in practice.
+    if let Ok(value) = HeaderValue::try_from(value) {
+        headers.insert(name, value);
+    }
+}
+
+fn listing_response(html: String, head: bool) -> Response<BoxBody> {
+    let len = html.len() as u64;
+    let mut response = Response::new(if head { empty() } else { full(html) });
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT_HTML));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// A one-line text/plain answer; for HEAD, the same headers without the body.
+fn text(status: StatusCode, line: &'static str, head: bool) -> Response<BoxBody> {
+    let body = if head { empty() } else { full(Bytes::from_static(line.as_bytes())) };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(TEXT_PLAIN));
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(line.len()));
+    response
+}
+
+fn method_not_allowed() -> Response<BoxBody> {
+    let mut response =
+        text(StatusCode::METHOD_NOT_ALLOWED, "405 method not allowed: only GET and HEAD are served\n", false);
+    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    response
+}
+
+/// 301 to the same path with a `/` appended (query kept). Runs of `/` collapse to one, so a
+/// request for `//host/dir` cannot turn into a protocol-relative redirect to another site.
+fn add_slash(uri: &Uri, head: bool) -> Response<BoxBody> {
+    let path = uri.path();
+    let query = uri.query();
+    let mut location = String::with_capacity(path.len() + 2 + query.map_or(0, str::len));
+    let mut after_slash = false;
+    for c in path.chars() {
+        if c == '/' && after_slash {
+            continue;
+        }
+        after_slash = c == '/';
+        location.push(c);
+    }
+    if !after_slash {
+        location.push('/');
+    }
+    if let Some(query) = query {
+        location.push('?');
+        location.push_str(query);
+    }
+    let mut response = text(StatusCode::MOVED_PERMANENTLY, "301 moved permanently: directories end with /\n", head);
+    insert_string(response.headers_mut(), header::LOCATION, location);
+    response
+}

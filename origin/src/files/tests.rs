@@ -1,0 +1,522 @@
+//! End-to-end tests of [`FileServer::handle`] over a temporary directory tree.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::symlink;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+
+use super::FileServer;
+
+const SECRET: &[u8] = b"TOP-SECRET-CONTENTS";
+const HELLO: &[u8] = b"hello, world\n";
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    server: FileServer,
+}
+
+/// A tree with a secret file next to (not inside) the root, and links that try to reach it.
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let outer = dir.path();
+    let root = outer.join("root");
+    fs::create_dir(&root).unwrap();
+    fs::write(outer.join("secret.txt"), SECRET).unwrap();
+    fs::create_dir(outer.join("outside_dir")).unwrap();
+    fs::write(outer.join("outside_dir/secret.txt"), SECRET).unwrap();
+    fs::write(root.join("hello.txt"), HELLO).unwrap();
+    fs::write(root.join("digits.bin"), digits(100)).unwrap();
+    fs::write(root.join("empty.bin"), b"").unwrap();
+    fs::create_dir(root.join("sub dir")).unwrap();
+    fs::write(root.join("sub dir/inner.txt"), b"inner\n").unwrap();
+    symlink("../secret.txt", root.join("link_out")).unwrap();
+    symlink(outer.join("secret.txt"), root.join("link_out_abs")).unwrap();
+    symlink("../outside_dir", root.join("linkdir_out")).unwrap();
+    symlink("hello.txt", root.join("link_in")).unwrap();
+    symlink(root.join("hello.txt"), root.join("link_in_abs")).unwrap();
+    symlink("sub dir", root.join("linkdir_in")).unwrap();
+    symlink("../hello.txt", root.join("sub dir/up")).unwrap();
+    symlink("loop_b", root.join("loop_a")).unwrap();
+    symlink("loop_a", root.join("loop_b")).unwrap();
+    let server = FileServer::new(&root).unwrap();
+    Fixture { _dir: dir, root, server }
+}
+
+fn digits(len: usize) -> Vec<u8> {
+    (0..len).map(|i| b'0' + (i % 10) as u8).collect()
+}
+
+/// Deterministic bytes that do not repeat with any short period.
+fn noise(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or_else(|| panic!("no {name} header in {:?}", self.headers))
+    }
+}
+
+async fn send(server: &FileServer, method: Method, uri: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let response = server.handle(req.body(()).unwrap()).await;
+    let (parts, body) = response.into_parts();
+    Reply { status: parts.status, headers: parts.headers, body: body.collect().await.unwrap().to_bytes() }
+}
+
+async fn get(server: &FileServer, uri: &str, headers: &[(&str, &str)]) -> Reply {
+    send(server, Method::GET, uri, headers).await
+}
+
+#[tokio::test]
+async fn small_file_with_validators() {
+    let f = fixture();
+    let r = get(&f.server, "/hello.txt", &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, HELLO);
+    assert_eq!(r.header("content-length"), HELLO.len().to_string());
+    assert_eq!(r.header("content-type"), "text/plain; charset=utf-8");
+    assert_eq!(r.header("accept-ranges"), "bytes");
+    let etag = r.header("etag");
+    assert!(etag.starts_with('"') && etag.ends_with('"') && !etag.starts_with("W/"));
+    httpdate::parse_http_date(r.header("last-modified")).unwrap();
+    // The query string plays no part.
+    let q = get(&f.server, "/hello.txt?x=../../secret.txt", &[]).await;
+    assert_eq!(q.status, StatusCode::OK);
+    assert_eq!(q.body, HELLO);
+    // An empty file.
+    let e = get(&f.server, "/empty.bin", &[]).await;
+    assert_eq!(e.status, StatusCode::OK);
+    assert_eq!(e.header("content-length"), "0");
+    assert!(e.body.is_empty());
+}
+
+#[tokio::test]
+async fn etag_changes_with_the_file() {
+    let f = fixture();
+    let before = get(&f.server, "/hello.txt", &[]).await;
+    fs::write(f.root.join("hello.txt"), b"hello, there\n").unwrap();
+    let after = get(&f.server, "/hello.txt", &[]).await;
+    assert_ne!(before.header("etag"), after.header("etag"));
+}
+
+#[tokio::test]
+async fn ranges_are_byte_exact() {
+    let f = fixture();
+    let data = digits(100);
+    for (range, start, end) in [
+        ("bytes=10-19", 10, 19),
+        ("bytes=90-", 90, 99),
+        ("bytes=-5", 95, 99),
+        ("bytes=-500", 0, 99),
+        ("bytes=95-200", 95, 99),
+        ("bytes=0-0", 0, 0),
+    ] {
+        let r = get(&f.server, "/digits.bin", &[("range", range)]).await;
+        assert_eq!(r.status, StatusCode::PARTIAL_CONTENT, "{range}");
+        assert_eq!(r.header("content-range"), format!("bytes {start}-{end}/100"));
+        assert_eq!(r.header("content-length"), (end - start + 1).to_string());
+        assert_eq!(r.body, &data[start..=end], "{range}");
+        assert_eq!(r.header("accept-ranges"), "bytes");
+    }
+}
+
+#[tokio::test]
+async fn unsatisfiable_ranges() {
+    let f = fixture();
+    for (uri, range, size) in [
+        ("/digits.bin", "bytes=100-", 100),
+        ("/digits.bin", "bytes=100-200", 100),
+        ("/digits.bin", "bytes=-0", 100),
+        ("/empty.bin", "bytes=0-", 0),
+        ("/empty.bin", "bytes=-1", 0),
+    ] {
+        let r = get(&f.server, uri, &[("range", range)]).await;
+        assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE, "{range}");
+        assert_eq!(r.header("content-range"), format!("bytes */{size}"));
+        assert_eq!(r.body, "416 range not satisfiable\n");
+    }
+}
+
+#[tokio::test]
+async fn odd_ranges_get_the_whole_file() {
+    let f = fixture();
+    for range in ["bytes=5-2", "items=0-1", "bytes=a-", "bytes=0-1,5-6", "bytes=0-1, -3"] {
+        let r = get(&f.server, "/digits.bin", &[("range", range)]).await;
+        assert_eq!(r.status, StatusCode::OK, "{range}");
+        assert_eq!(r.body, digits(100), "{range}");
+        assert!(r.headers.get("content-range").is_none());
+    }
+}
+
+#[tokio::test]
+async fn not_modified() {
+    let f = fixture();
+    let first = get(&f.server, "/hello.txt", &[]).await;
+    let etag = first.header("etag").to_owned();
+    let modified = first.header("last-modified").to_owned();
+    let weak = format!("W/{etag}");
+    let listed = format!("\"a\", W/\"b\",{etag}");
+    for headers in [
+        vec![("if-none-match", etag.as_str())],
+        vec![("if-none-match", weak.as_str())],
+        vec![("if-none-match", listed.as_str())],
+        vec![("if-none-match", "*")],
+        vec![("if-modified-since", modified.as_str())],
+    ] {
+        for method in [Method::GET, Method::HEAD] {
+            let r = send(&f.server, method.clone(), "/hello.txt", &headers).await;
+            assert_eq!(r.status, StatusCode::NOT_MODIFIED, "{method} {headers:?}");
+            assert_eq!(r.header("etag"), etag);
+            assert_eq!(r.header("last-modified"), modified);
+            assert!(r.headers.get("content-length").is_none());
+            assert!(r.body.is_empty());
+        }
+    }
+    for headers in [
+        vec![("if-none-match", "\"other\"")],
+        vec![("if-modified-since", "Mon, 01 Jan 1990 00:00:00 GMT")],
+        // If-None-Match is present, so If-Modified-Since is not consulted.
+        vec![("if-none-match", "\"other\""), ("if-modified-since", modified.as_str())],
+    ] {
+        let r = get(&f.server, "/hello.txt", &headers).await;
+        assert_eq!(r.status, StatusCode::OK, "{headers:?}");
+        assert_eq!(r.body, HELLO);
+    }
+}
+
+#[tokio::test]
+async fn if_range() {
+    let f = fixture();
+    let first = get(&f.server, "/digits.bin", &[]).await;
+    let etag = first.header("etag").to_owned();
+    let modified = first.header("last-modified").to_owned();
+    let weak = format!("W/{etag}");
+    for (if_range, partial) in [
+        (etag.as_str(), true),
+        (modified.as_str(), true),
+        ("\"stale\"", false),
+        (weak.as_str(), false),
+        ("Mon, 01 Jan 1990 00:00:00 GMT", false),
+    ] {
+        let r = get(&f.server, "/digits.bin", &[("range", "bytes=0-9"), ("if-range", if_range)]).await;
+        if partial {
+            assert_eq!(r.status, StatusCode::PARTIAL_CONTENT, "{if_range}");
+            assert_eq!(r.body, &digits(100)[..10]);
+        } else {
+            assert_eq!(r.status, StatusCode::OK, "{if_range}");
+            assert_eq!(r.body, digits(100));
+        }
+    }
+}
+
+#[tokio::test]
+async fn precondition_failed() {
+    let f = fixture();
+    let etag = get(&f.server, "/hello.txt", &[]).await.header("etag").to_owned();
+    for headers in [
+        vec![("if-match", "\"other\"")],
+        vec![("if-match", "W/\"x\"")],
+        vec![("if-unmodified-since", "Mon, 01 Jan 1990 00:00:00 GMT")],
+    ] {
+        let r = get(&f.server, "/hello.txt", &headers).await;
+        assert_eq!(r.status, StatusCode::PRECONDITION_FAILED, "{headers:?}");
+        assert_eq!(r.body, "412 precondition failed\n");
+    }
+    for headers in [vec![("if-match", etag.as_str())], vec![("if-match", "*")]] {
+        let r = get(&f.server, "/hello.txt", &headers).await;
+        assert_eq!(r.status, StatusCode::OK, "{headers:?}");
+    }
+}
+
+#[tokio::test]
+async fn other_methods_are_not_allowed() {
+    let f = fixture();
+    for method in [Method::POST, Method::PUT, Method::DELETE, Method::OPTIONS, Method::PATCH] {
+        let r = send(&f.server, method.clone(), "/hello.txt", &[]).await;
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method}");
+        assert_eq!(r.header("allow"), "GET, HEAD");
+        assert_eq!(r.header("content-type"), "text/plain; charset=utf-8");
+        assert!(r.body.starts_with(b"405 "));
+    }
+}
+
+#[tokio::test]
+async fn head_has_the_headers_of_get() {
+    let f = fixture();
+    fs::write(f.root.join("big.mp4"), noise(300_000)).unwrap();
+    for (uri, range) in
+        [("/hello.txt", None), ("/big.mp4", None), ("/big.mp4", Some("bytes=1000-")), ("/", None), ("/nope", None)]
+    {
+        let headers: Vec<(&str, &str)> = range.map(|r| ("range", r)).into_iter().collect();
+        let g = get(&f.server, uri, &headers).await;
+        let h = send(&f.server, Method::HEAD, uri, &headers).await;
+        assert_eq!(g.status, h.status, "{uri}");
+        assert_eq!(g.headers, h.headers, "{uri}");
+        assert_eq!(g.header("content-length"), g.body.len().to_string());
+        assert!(h.body.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn large_file_streams_byte_exact() {
+    let f = fixture();
+    let data = noise(5 * 1024 * 1024 + 17);
+    fs::write(f.root.join("movie.mkv"), &data).unwrap();
+    let req = Request::get("/movie.mkv").body(()).unwrap();
+    let response = f.server.handle(req).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "video/x-matroska");
+    assert_eq!(response.headers()["content-length"], data.len().to_string());
+    assert_eq!(response.body().size_hint().exact(), Some(data.len() as u64));
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body.len(), data.len());
+    assert!(body == data, "streamed bytes differ");
+
+    // A range across several chunks.
+    let r = get(&f.server, "/movie.mkv", &[("range", "bytes=100000-3000000")]).await;
+    assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.header("content-range"), format!("bytes 100000-3000000/{}", data.len()));
+    assert!(r.body == data[100_000..=3_000_000]);
+    // The tail through a suffix range.
+    let r = get(&f.server, "/movie.mkv", &[("range", "bytes=-200000")]).await;
+    assert!(r.body == data[data.len() - 200_000..]);
+}
+
+#[tokio::test]
+async fn listing_escapes_and_encodes() {
+    let f = fixture();
+    let names = ["a b.txt", "été.txt", "<b>&\".txt", "#?%.mp4", "it's.txt"];
+    for name in names {
+        fs::write(f.root.join(name), name.as_bytes()).unwrap();
+    }
+    fs::create_dir(f.root.join("ünï dir")).unwrap();
+    let r = get(&f.server, "/", &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("content-type"), "text/html; charset=utf-8");
+    assert_eq!(r.header("content-length"), r.body.len().to_string());
+    let html = std::str::from_utf8(&r.body).unwrap();
+    for needle in [
+        "<a href=\"a%20b.txt\">a b.txt</a>",
+        "<a href=\"%C3%A9t%C3%A9.txt\">été.txt</a>",
+        "<a href=\"%3Cb%3E%26%22.txt\">&lt;b&gt;&amp;&quot;.txt</a>",
+        "<a href=\"%23%3F%25.mp4\">#?%.mp4</a>",
+        "<a href=\"it%27s.txt\">it&#39;s.txt</a>",
+        "<a href=\"%C3%BCn%C3%AF%20dir/\">ünï dir/</a>",
+        "<a href=\"sub%20dir/\">sub dir/</a>",
+        "<a href=\"linkdir_in/\">linkdir_in/</a>",
+        "<a href=\"link_in\">link_in</a>",
+        "<title>Index of /</title>",
+    ] {
+        assert!(html.contains(needle), "missing {needle} in\n{html}");
+    }
+    assert!(!html.contains("<b>"));
+    assert!(!html.contains("href=\"../\""), "no parent link at the root");
+    // Links that leave the root, or lead nowhere, are not listed.
+    for hidden in ["link_out", "linkdir_out", "loop_a"] {
+        assert!(!html.contains(hidden), "{hidden} listed");
+    }
+    // Directories first, then files, each by name.
+    let at = |s: &str| html.find(s).unwrap();
+    assert!(at(">linkdir_in/<") < at(">sub dir/<"));
+    assert!(at(">sub dir/<") < at(">ünï dir/<"));
+    assert!(at(">ünï dir/<") < at(">#?%.mp4<"));
+    assert!(at(">#?%.mp4<") < at(">a b.txt<"));
+    assert!(at(">a b.txt<") < at(">hello.txt<"));
+    // Every link leads back to the file it names.
+    for name in names {
+        let href = percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC);
+        let r = get(&f.server, &format!("/{href}"), &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "{name}");
+        assert_eq!(r.body, name.as_bytes());
+    }
+    let sub = get(&f.server, "/sub%20dir/", &[]).await;
+    let html = std::str::from_utf8(&sub.body).unwrap();
+    assert!(html.contains("<a href=\"../\">../</a>"));
+    assert!(html.contains("<a href=\"inner.txt\">inner.txt</a>"));
+    assert!(html.contains("<a href=\"up\">up</a>"));
+    assert!(html.contains("<title>Index of /sub dir/</title>"));
+}
+
+#[tokio::test]
+async fn directories_need_a_trailing_slash() {
+    let f = fixture();
+    for (uri, location) in [
+        ("/sub%20dir", "/sub%20dir/"),
+        ("/sub%20dir?sort=name", "/sub%20dir/?sort=name"),
+        ("//sub%20dir", "/sub%20dir/"),
+        ("/linkdir_in", "/linkdir_in/"),
+    ] {
+        let r = get(&f.server, uri, &[]).await;
+        assert_eq!(r.status, StatusCode::MOVED_PERMANENTLY, "{uri}");
+        assert_eq!(r.header("location"), location);
+    }
+    let r = get(&f.server, "/hello.txt/", &[]).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = get(&f.server, "//sub%20dir//", &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+async fn assert_traversal_refused(server: &FileServer) {
+    for uri in [
+        "/../secret.txt",
+        "/..",
+        "/%2e%2e/secret.txt",
+        "/%2E%2E/secret.txt",
+        "/sub%20dir/../../secret.txt",
+        "/a%2f..%2f..%2fsecret.txt",
+        "/..%2fsecret.txt",
+        "/%5c..%5csecret.txt",
+        "/%5c..",
+        "/secret.txt%00",
+        "/x%00",
+        "/link_out",
+        "/link_out_abs",
+        "/linkdir_out/secret.txt",
+        "/linkdir_out/",
+        "/loop_a",
+    ] {
+        for method in [Method::GET, Method::HEAD] {
+            let r = send(server, method, uri, &[]).await;
+            assert!(r.status == StatusCode::FORBIDDEN || r.status == StatusCode::NOT_FOUND, "{uri}: {}", r.status);
+            assert!(!r.body.windows(SECRET.len()).any(|w| w == SECRET), "{uri} leaked the secret");
+            assert_eq!(r.header("content-type"), "text/plain; charset=utf-8");
+        }
+    }
+    for (uri, status, line) in [
+        ("/../x", 403, "403 forbidden: path contains a .. segment\n"),
+        ("/link_out", 403, "403 forbidden: path leaves the root\n"),
+        ("/link_out_abs", 403, "403 forbidden: path leaves the root\n"),
+        ("/linkdir_out/secret.txt", 403, "403 forbidden: path leaves the root\n"),
+        ("/x%00", 403, "403 forbidden: path segment contains a separator or NUL\n"),
+        ("/a%zz", 400, "400 bad request: malformed percent-encoding in path\n"),
+        ("/nope.txt", 404, "404 not found\n"),
+    ] {
+        let r = get(server, uri, &[]).await;
+        assert_eq!(r.status.as_u16(), status, "{uri}");
+        assert_eq!(r.body, line, "{uri}");
+    }
+}
+
+async fn assert_inside_links_served(server: &FileServer) {
+    for uri in ["/link_in", "/link_in_abs", "/sub%20dir/up"] {
+        let r = get(server, uri, &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "{uri}");
+        assert_eq!(r.body, HELLO, "{uri}");
+    }
+    let r = get(server, "/linkdir_in/inner.txt", &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, "inner\n");
+    let r = get(server, "/linkdir_in/", &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn traversal_is_refused() {
+    let f = fixture();
+    assert_traversal_refused(&f.server).await;
+    assert_inside_links_served(&f.server).await;
+}
+
+#[tokio::test]
+async fn traversal_is_refused_without_openat2() {
+    let f = fixture();
+    f.server.root.force_fallback();
+    assert_traversal_refused(&f.server).await;
+    assert_inside_links_served(&f.server).await;
+    let r = get(&f.server, "/", &[]).await;
+    let html = std::str::from_utf8(&r.body).unwrap();
+    assert!(html.contains("link_in"));
+    assert!(!html.contains("link_out"));
+}
+
+#[tokio::test]
+async fn special_files_are_not_served() {
+    use rustix::fs::{FileType, Mode, CWD};
+    let f = fixture();
+    let fifo = f.root.join("pipe");
+    rustix::fs::mknodat(CWD, &fifo, FileType::Fifo, Mode::RUSR | Mode::WUSR, 0).unwrap();
+    // Opening a FIFO for reading would block without O_NONBLOCK; this must answer at once.
+    let r = tokio::time::timeout(std::time::Duration::from_secs(5), get(&f.server, "/pipe", &[]))
+        .await
+        .expect("a FIFO must not hang the request");
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.body, "403 forbidden: not a regular file or directory\n");
+    let listing = get(&f.server, "/", &[]).await;
+    assert!(!std::str::from_utf8(&listing.body).unwrap().contains("pipe"));
+}
+
+#[tokio::test]
+async fn raw_byte_names() {
+    let f = fixture();
+    fs::write(f.root.join(OsStr::from_bytes(b"\xff\xfe.bin")), b"raw").unwrap();
+    let r = get(&f.server, "/%FF%FE.bin", &[]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body, "raw");
+    let listing = get(&f.server, "/", &[]).await;
+    let html = std::str::from_utf8(&listing.body).unwrap();
+    assert!(html.contains("<a href=\"%FF%FE.bin\">\u{fffd}\u{fffd}.bin</a>"));
+}
+
+#[test]
+fn new_requires_an_existing_directory() {
+    let f = fixture();
+    let err = FileServer::new(&f.root.join("hello.txt")).unwrap_err();
+    assert!(err.to_string().contains("not a directory"), "{err}");
+    assert!(FileServer::new(&f.root.join("missing")).is_err());
+    let server = FileServer::new(&f.root.join("sub dir/..")).unwrap();
+    assert_eq!(server.root(), fs::canonicalize(&f.root).unwrap());
+    assert!(format!("{server:?}").contains("FileServer"));
+}
+
+#[tokio::test]
+async fn inline_and_streamed_sizes_agree() {
+    let f = fixture();
+    for len in [65_535, 65_536, 65_537, 131_072, 131_073] {
+        let data = noise(len);
+        fs::write(f.root.join("edge.bin"), &data).unwrap();
+        let r = get(&f.server, "/edge.bin", &[]).await;
+        assert_eq!(r.header("content-length"), len.to_string());
+        assert!(r.body == data, "{len}");
+        let r = get(&f.server, "/edge.bin", &[("range", "bytes=1-")]).await;
+        assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
+        assert!(r.body == data[1..], "{len}");
+    }
+}
+
+#[test]
+fn handle_future_is_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let f = fixture();
+    let future = f.server.handle(Request::new(()));
+    assert_send(&future);
+}
