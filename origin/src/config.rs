@@ -1,0 +1,186 @@
+//! The origin's command line (every flag also read from a `REVMUX_…` environment variable) and
+//! its resolution: where the proxy is, how to trust it, the token, and what to serve.
+
+use crate::files::FileServer;
+use crate::upstream::Upstream;
+use clap::Parser;
+use common::certs;
+use common::logging::LogFormat;
+use common::protocol;
+use common::tls::Trust;
+use common::Secret;
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "c",
+    version,
+    about = "revmux origin: makes this machine's files or a local app reachable through a revmux proxy",
+    long_about = "revmux origin: makes this machine's files or a local app reachable through a revmux proxy.\n\n\
+        It dials OUT to the proxy's tunnel port over TLS (so it works behind NAT and firewalls), \
+        authenticates with the token, and answers every front-end request the proxy forwards: \
+        from a directory (--root, the default) or by passing it to a local HTTP service \
+        (--upstream). It reconnects by itself whenever the tunnel drops."
+)]
+pub struct Cli {
+    /// The proxy's tunnel address, HOST:PORT.
+    #[arg(long, env = "REVMUX_PROXY", value_name = "HOST:PORT", default_value = "localhost:1444")]
+    pub proxy: String,
+
+    /// Directory to serve (listings, media types, ranges, conditional requests).
+    #[arg(long, env = "REVMUX_ROOT", value_name = "DIR", default_value = ".", conflicts_with = "upstream")]
+    pub root: PathBuf,
+
+    /// Instead of a directory, forward every request to this local HTTP service, e.g. http://127.0.0.1:8096.
+    #[arg(long, env = "REVMUX_UPSTREAM", value_name = "URL")]
+    pub upstream: Option<String>,
+
+    /// This origin's name at the proxy (default: the host name, lower-cased).
+    #[arg(long, env = "REVMUX_NAME", value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Token the proxy expects. Prefer --token-file: a command line is visible to other users.
+    #[arg(long, env = "REVMUX_TOKEN", value_name = "TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    pub token: Option<String>,
+
+    /// File holding the token. Default: <certs-dir>/token if it exists.
+    #[arg(long, env = "REVMUX_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// CA certificate (PEM) to verify the proxy with. Default: <certs-dir>/ca.pem if it exists,
+    /// else the system's trusted roots (for a proxy with a real certificate).
+    #[arg(long, env = "REVMUX_CA", value_name = "PEM", conflicts_with = "insecure")]
+    pub ca: Option<PathBuf>,
+
+    /// Do not verify the proxy's certificate. Anyone on the network path can then read and
+    /// change everything; for experiments only.
+    #[arg(long, env = "REVMUX_INSECURE")]
+    pub insecure: bool,
+
+    /// Where to look for the proxy's ca.pem and token when --ca / --token are not given.
+    #[arg(long, env = "REVMUX_CERTS_DIR", value_name = "DIR", default_value = "certs")]
+    pub certs_dir: PathBuf,
+
+    /// Log line format.
+    #[arg(long, env = "REVMUX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+/// What the origin answers tunnel streams with.
+#[derive(Clone, Debug)]
+pub enum App {
+    Files(FileServer),
+    Upstream(Box<Upstream>),
+}
+
+/// Where the proxy is.
+#[derive(Debug, Clone)]
+pub struct ProxyAddr {
+    /// `host:port` as given, for connecting and for the `Host` header.
+    pub authority: String,
+    /// The host part, as the TLS server name (brackets removed from IPv6 literals).
+    pub host: String,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub proxy: ProxyAddr,
+    pub trust: Trust,
+    pub token: Secret,
+    pub name: String,
+    pub app: App,
+    pub notes: Vec<String>,
+}
+
+/// A flag whose value cannot be used, and why.
+#[derive(Debug)]
+pub struct UsageError {
+    pub flag: &'static str,
+    pub message: String,
+}
+
+fn usage(flag: &'static str, message: impl std::fmt::Display) -> UsageError {
+    UsageError { flag, message: message.to_string() }
+}
+
+pub fn parse_proxy_addr(s: &str) -> Result<ProxyAddr, String> {
+    let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("{s:?} has no port; use HOST:PORT"))?;
+    port.parse::<u16>().map_err(|_| format!("{port:?} is not a port number"))?;
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    if host.is_empty() {
+        return Err(format!("{s:?} has no host"));
+    }
+    if rustls_pki_types::ServerName::try_from(host).is_err() {
+        return Err(format!("{host:?} is not a host name or IP address"));
+    }
+    Ok(ProxyAddr { authority: s.to_owned(), host: host.to_owned() })
+}
+
+pub fn resolve(cli: &Cli) -> Result<Settings, UsageError> {
+    let mut notes = Vec::new();
+    let proxy = parse_proxy_addr(&cli.proxy).map_err(|e| usage("--proxy", e))?;
+    let name = match &cli.name {
+        Some(n) => {
+            protocol::validate_origin_name(n).map_err(|e| usage("--name", e))?;
+            n.clone()
+        }
+        None => protocol::origin_name_from_host(&gethostname::gethostname().to_string_lossy()),
+    };
+    let default_ca = cli.certs_dir.join(certs::CA_CERT_FILE);
+    let trust = if cli.insecure {
+        Trust::Insecure
+    } else if let Some(ca) = &cli.ca {
+        if !ca.is_file() {
+            return Err(usage("--ca", format!("{} is not a readable file", ca.display())));
+        }
+        Trust::CaFile(ca.clone())
+    } else if default_ca.is_file() {
+        notes.push(format!("verifying the proxy with the CA in {}", default_ca.display()));
+        Trust::CaFile(default_ca)
+    } else {
+        notes.push(format!("no {} found: verifying the proxy with the system's trusted roots", default_ca.display()));
+        Trust::SystemRoots
+    };
+    let token = match (&cli.token, &cli.token_file) {
+        (Some(t), _) if t.trim().is_empty() => return Err(usage("--token", "the token is empty")),
+        (Some(t), _) => Secret::new(t.trim()),
+        (None, Some(path)) => certs::read_token_file(path).map_err(|e| usage("--token-file", e))?,
+        (None, None) => {
+            let path = cli.certs_dir.join(certs::TOKEN_FILE);
+            if !path.is_file() {
+                return Err(usage(
+                    "--token",
+                    format!(
+                        "no token given and no {} found; pass --token-file with a copy of the proxy's token file",
+                        path.display()
+                    ),
+                ));
+            }
+            notes.push(format!("using the token in {}", path.display()));
+            certs::read_token_file(&path).map_err(|e| usage("--certs-dir", e))?
+        }
+    };
+    let app = match &cli.upstream {
+        Some(url) => App::Upstream(Box::new(Upstream::new(url).map_err(|e| usage("--upstream", e))?)),
+        None => {
+            App::Files(FileServer::new(&cli.root).map_err(|e| usage("--root", format!("{}: {e}", cli.root.display())))?)
+        }
+    };
+    Ok(Settings { proxy, trust, token, name, app, notes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_addresses() {
+        let a = parse_proxy_addr("proxy.example.com:1444").expect("valid");
+        assert_eq!((a.host.as_str(), a.authority.as_str()), ("proxy.example.com", "proxy.example.com:1444"));
+        assert_eq!(parse_proxy_addr("[::1]:1444").expect("valid").host, "::1");
+        assert!(parse_proxy_addr("proxy.example.com").is_err());
+        assert!(parse_proxy_addr("proxy:http").is_err());
+        assert!(parse_proxy_addr(":1444").is_err());
+    }
+}

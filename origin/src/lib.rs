@@ -1,0 +1,133 @@
+//! revmux origin `c`: dials the proxy, upgrades to a tunnel and serves files or a local app over it.
+
+pub mod backoff;
+pub mod config;
+pub mod dial;
+pub mod files;
+pub mod upstream;
+
+use backoff::Backoff;
+use common::body::BoxBody;
+use common::tuning;
+use config::{App, Settings};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, info_span, warn, Instrument};
+
+/// First reconnect delay; doubles per failed attempt up to [`MAX_BACKOFF`].
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A tunnel that stayed up this long resets the backoff.
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+
+impl App {
+    /// Answer one stream from the tunnel.
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<BoxBody> {
+        match self {
+            App::Files(files) => files.handle(req).await,
+            App::Upstream(upstream) => upstream.handle(req).await,
+        }
+    }
+}
+
+/// Keep a tunnel to the proxy open until `shutdown`: dial, serve, and on any failure wait a
+/// jittered, growing delay and dial again. Returns only on shutdown.
+pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let tls = common::tls::client_config(&settings.trust, common::tls::ALPN_TUNNEL)?;
+    let mut backoff = Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF);
+    let span = info_span!("tunnel", origin = %settings.name, proxy = %settings.proxy.authority);
+    async {
+        loop {
+            let attempt = tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                r = dial::open_tunnel(&settings, &tls) => r,
+            };
+            match attempt {
+                Ok(upgraded) => {
+                    info!("tunnel up");
+                    let started = Instant::now();
+                    let outcome = serve_tunnel(upgraded, settings.app.clone(), &shutdown).await;
+                    if shutdown.is_cancelled() {
+                        return Ok(());
+                    }
+                    if started.elapsed() >= HEALTHY_AFTER {
+                        backoff.reset();
+                    }
+                    let delay = backoff.next_delay();
+                    match outcome {
+                        Ok(()) => info!(retry_in = ?delay, "tunnel closed by the proxy; reconnecting"),
+                        Err(e) => warn!(error = %e, retry_in = ?delay, "tunnel lost; reconnecting"),
+                    }
+                    if sleep_or_shutdown(delay, &shutdown).await {
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    if e.is_rejection() {
+                        // Never hidden at a lower level: someone has to fix the token or version.
+                        error!(error = %e, retry_in = ?delay, "proxy rejected the tunnel; check the token and versions");
+                    } else {
+                        warn!(error = %e, retry_in = ?delay, "cannot open the tunnel");
+                    }
+                    if sleep_or_shutdown(delay, &shutdown).await {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Sleep for `delay`; true if shutdown came first.
+async fn sleep_or_shutdown(delay: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(delay) => false,
+    }
+}
+
+/// Serve HTTP/2 over the upgraded tunnel until it ends. On shutdown, stop taking new streams
+/// (GOAWAY) and give in-flight ones [`tuning::SHUTDOWN_GRACE`] to finish.
+pub async fn serve_tunnel(
+    upgraded: hyper::upgrade::Upgraded,
+    app: App,
+    shutdown: &CancellationToken,
+) -> Result<(), hyper::Error> {
+    let service = service_fn(move |req| {
+        let app = app.clone();
+        async move { Ok::<_, Infallible>(app.handle(req).await) }
+    });
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(tuning::STREAM_WINDOW)
+        .initial_connection_window_size(tuning::CONNECTION_WINDOW)
+        .max_frame_size(tuning::MAX_FRAME_SIZE)
+        .max_send_buf_size(tuning::MAX_SEND_BUFFER)
+        .max_concurrent_streams(tuning::MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(tuning::MAX_HEADER_LIST_SIZE)
+        .keep_alive_interval(tuning::KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(tuning::KEEPALIVE_TIMEOUT)
+        .serve_connection(upgraded, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => return r,
+        _ = shutdown.cancelled() => {}
+    }
+    info!("shutting down: finishing in-flight streams");
+    conn.as_mut().graceful_shutdown();
+    match tokio::time::timeout(tuning::SHUTDOWN_GRACE, conn).await {
+        Ok(r) => r,
+        Err(_) => {
+            warn!(grace = ?tuning::SHUTDOWN_GRACE, "streams still open after the grace period; closing the tunnel");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! `c`: parse the command line, set up logging, resolve the configuration and keep a tunnel open.
+
+use common::cli;
+use origin::config::{self, App, Cli};
+use tokio_util::sync::CancellationToken;
+
+fn main() {
+    let cli: Cli = cli::parse_or_exit();
+    common::logging::init(cli.log_format);
+    common::tls::install_default_provider();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    std::process::exit(runtime.block_on(async_main(cli)));
+}
+
+async fn async_main(cli: Cli) -> i32 {
+    let settings = match config::resolve(&cli) {
+        Ok(s) => s,
+        Err(e) => cli::usage_error(e.flag, e.message),
+    };
+    if matches!(settings.trust, common::tls::Trust::Insecure) {
+        tracing::warn!(
+            "--insecure: the proxy's certificate is NOT verified; anyone on the network path can read and change \
+             every request and the token. Use --ca or a proxy with a real certificate."
+        );
+    }
+    for note in &settings.notes {
+        tracing::info!("{note}");
+    }
+    match &settings.app {
+        App::Files(files) => tracing::info!(root = %files.root().display(), origin = %settings.name, "serving files"),
+        App::Upstream(up) => {
+            tracing::info!(upstream = %up.url(), origin = %settings.name, "forwarding to a local service")
+        }
+    }
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        common::shutdown::signal().await;
+        stop.cancel();
+    });
+    match origin::run(settings, shutdown).await {
+        Ok(()) => {
+            tracing::info!("origin stopped");
+            0
+        }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "origin failed");
+            1
+        }
+    }
+}

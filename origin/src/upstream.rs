@@ -1,0 +1,131 @@
+//! `--upstream`: forward every stream from the tunnel to a local HTTP service (Jellyfin, Plex,
+//! Nextcloud, …), any method, bodies streamed both ways and never held back.
+
+use common::body::{self, BoxBody};
+use common::headers::remove_hop_by_hop;
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::time::Duration;
+
+/// How long the local service may take to start answering (response headers). Bodies may
+/// stream for as long as they like.
+pub const RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A pooled HTTP/1.1 client for one local service.
+#[derive(Clone, Debug)]
+pub struct Upstream {
+    base: Uri,
+    scheme: Scheme,
+    authority: Authority,
+    client: Client<HttpConnector, Incoming>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamUrlError {
+    #[error("{0:?} is not a URL: {1}")]
+    Invalid(String, http::uri::InvalidUri),
+    #[error("only http:// upstreams are supported (the upstream is local; TLS to it adds nothing), got {0:?}")]
+    Scheme(String),
+    #[error("{0:?} has no host:port")]
+    NoAuthority(String),
+    #[error("{0:?} has a path; give only scheme, host and port")]
+    HasPath(String),
+}
+
+impl Upstream {
+    pub fn new(url: &str) -> Result<Self, UpstreamUrlError> {
+        let uri: Uri = url.parse().map_err(|e| UpstreamUrlError::Invalid(url.to_owned(), e))?;
+        if uri.scheme() != Some(&Scheme::HTTP) {
+            return Err(UpstreamUrlError::Scheme(url.to_owned()));
+        }
+        let authority = uri.authority().cloned().ok_or_else(|| UpstreamUrlError::NoAuthority(url.to_owned()))?;
+        if uri.path_and_query().is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty()) {
+            return Err(UpstreamUrlError::HasPath(url.to_owned()));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(common::tuning::HANDSHAKE_TIMEOUT));
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        Ok(Upstream { base: uri, scheme: Scheme::HTTP, authority, client })
+    }
+
+    pub fn url(&self) -> &Uri {
+        &self.base
+    }
+
+    /// Forward one request; failures become 502/504 naming the upstream.
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<BoxBody> {
+        let (mut parts, incoming) = req.into_parts();
+        let public_host = parts.uri.authority().map(|a| a.as_str().to_owned());
+        let path_and_query = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        parts.uri = match Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+        {
+            Ok(uri) => uri,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("400 bad request: {e}")),
+        };
+        parts.version = Version::HTTP_11;
+        remove_hop_by_hop(&mut parts.headers);
+        // The local service sees the public host name, as behind any reverse proxy.
+        if let Some(host) = public_host.and_then(|h| HeaderValue::try_from(h).ok()) {
+            parts.headers.insert(header::HOST, host);
+        }
+        let req = Request::from_parts(parts, incoming);
+        match tokio::time::timeout(RESPONSE_HEADER_TIMEOUT, self.client.request(req)).await {
+            Ok(Ok(resp)) => {
+                let (mut parts, body) = resp.into_parts();
+                remove_hop_by_hop(&mut parts.headers);
+                Response::from_parts(parts, body::boxed(body))
+            }
+            Ok(Err(e)) => {
+                let cause = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
+                tracing::warn!(upstream = %self.base, error = %cause, "upstream request failed");
+                error(StatusCode::BAD_GATEWAY, format!("502 bad gateway: upstream {} failed: {cause}", self.base))
+            }
+            Err(_) => {
+                tracing::warn!(upstream = %self.base, timeout = ?RESPONSE_HEADER_TIMEOUT, "upstream did not answer in time");
+                error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "504 gateway timeout: upstream {} did not answer within {RESPONSE_HEADER_TIMEOUT:?}",
+                        self.base
+                    ),
+                )
+            }
+        }
+    }
+}
+
+fn error(status: StatusCode, message: String) -> Response<BoxBody> {
+    let mut resp = Response::new(body::full(message + "\n"));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validates_urls() {
+        assert!(Upstream::new("http://127.0.0.1:8096").is_ok());
+        assert!(Upstream::new("http://127.0.0.1:8096/").is_ok());
+        assert!(matches!(Upstream::new("https://x:1"), Err(UpstreamUrlError::Scheme(_))));
+        assert!(matches!(Upstream::new("http://x:1/app"), Err(UpstreamUrlError::HasPath(_))));
+        assert!(matches!(Upstream::new("not a url"), Err(UpstreamUrlError::Invalid(..))));
+    }
+}

@@ -1,0 +1,151 @@
+//! The proxy's command line (every flag also read from a `REVMUX_…` environment variable) and
+//! its resolution into listeners' TLS settings and the origin token.
+
+use clap::{Parser, Subcommand};
+use common::certs;
+use common::logging::LogFormat;
+use common::tls;
+use common::Secret;
+use rustls::ServerConfig;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "p",
+    version,
+    about = "revmux proxy: the public side of a reverse tunnel",
+    long_about = "revmux proxy: the public side of a reverse tunnel.\n\n\
+        Origins (`c`) dial in on the tunnel port over TLS; front-end clients (browsers, media \
+        players, curl) connect to the front-end port and each request is forwarded as an HTTP/2 \
+        stream to a connected origin. On first start, with no --cert/--key and no token given, \
+        a local CA, a server certificate and a random origin token are created in --certs-dir."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Front-end address, where browsers, media players and curl connect.
+    #[arg(long, env = "REVMUX_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:1443")]
+    pub listen: SocketAddr,
+
+    /// Tunnel address, where origins dial in over TLS.
+    #[arg(long, env = "REVMUX_TUNNEL_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:1444")]
+    pub tunnel_listen: SocketAddr,
+
+    /// Admin address serving GET /status (JSON) and GET /metrics (Prometheus). Keep it private.
+    #[arg(long, env = "REVMUX_ADMIN_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:1445", global = true)]
+    pub admin_listen: SocketAddr,
+
+    /// Serve the front end over TLS (ALPN h2 and http/1.1) with the same certificate as the tunnel port.
+    #[arg(long, env = "REVMUX_TLS")]
+    pub tls: bool,
+
+    /// Certificate chain (PEM) for the tunnel port and the TLS front end, e.g. from Let's Encrypt.
+    /// Without it a certificate signed by the local CA in --certs-dir is used.
+    #[arg(long, env = "REVMUX_CERT", value_name = "PEM", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// Private key (PEM) for --cert.
+    #[arg(long, env = "REVMUX_KEY", value_name = "PEM", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// Extra name or IP address for the generated certificate (repeatable, or comma-separated);
+    /// localhost, 127.0.0.1 and ::1 are always included.
+    #[arg(long = "hostname", env = "REVMUX_HOSTNAME", value_name = "NAME", value_delimiter = ',')]
+    pub hostnames: Vec<String>,
+
+    /// Token origins must present. Prefer --token-file: a command line is visible to other users.
+    #[arg(long, env = "REVMUX_TOKEN", value_name = "TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    pub token: Option<String>,
+
+    /// File holding the origin token. Default: <certs-dir>/token, created on first start.
+    #[arg(long, env = "REVMUX_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// Where the generated CA, server certificate and token live.
+    #[arg(long, env = "REVMUX_CERTS_DIR", value_name = "DIR", default_value = "certs")]
+    pub certs_dir: PathBuf,
+
+    /// Log line format.
+    #[arg(long, env = "REVMUX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the connected origins of a running proxy as a table (asks its --admin-listen).
+    Status,
+}
+
+/// A flag whose value cannot be used, and why.
+#[derive(Debug)]
+pub struct UsageError {
+    pub flag: &'static str,
+    pub message: String,
+}
+
+fn usage(flag: &'static str, message: impl std::fmt::Display) -> UsageError {
+    UsageError { flag, message: message.to_string() }
+}
+
+/// Everything the proxy needs beyond its listeners.
+#[derive(Debug)]
+pub struct Settings {
+    pub tunnel_tls: Arc<ServerConfig>,
+    pub frontend_tls: Option<Arc<ServerConfig>>,
+    pub token: Secret,
+    /// What was set up, for the start-up log: (what, where).
+    pub notes: Vec<String>,
+}
+
+/// Load or create certificates and the token as the flags say.
+pub fn resolve(cli: &Cli) -> Result<Settings, UsageError> {
+    for name in &cli.hostnames {
+        if rustls_pki_types::ServerName::try_from(name.as_str()).is_err() {
+            return Err(usage("--hostname", format!("{name:?} is not a DNS name or IP address")));
+        }
+    }
+    let mut notes = Vec::new();
+    let (certs, key) = match (&cli.cert, &cli.key) {
+        (Some(cert), Some(key)) => {
+            (tls::load_certs(cert).map_err(|e| usage("--cert", e))?, tls::load_key(key).map_err(|e| usage("--key", e))?)
+        }
+        _ => {
+            let issued =
+                certs::ensure_server_cert(&cli.certs_dir, &cli.hostnames).map_err(|e| usage("--certs-dir", e))?;
+            if issued.created_ca {
+                notes.push(format!("created a local CA at {}", issued.ca.display()));
+            }
+            notes.push(format!(
+                "server certificate {} (signed by {}; origins trust it through that CA file)",
+                issued.cert.display(),
+                issued.ca.display()
+            ));
+            (
+                tls::load_certs(&issued.cert).map_err(|e| usage("--certs-dir", e))?,
+                tls::load_key(&issued.key).map_err(|e| usage("--certs-dir", e))?,
+            )
+        }
+    };
+    let tunnel_tls =
+        tls::server_config(certs.clone(), key.clone_key(), tls::ALPN_TUNNEL).map_err(|e| usage("--cert", e))?;
+    let frontend_tls = if cli.tls {
+        Some(tls::server_config(certs, key, tls::ALPN_FRONTEND).map_err(|e| usage("--cert", e))?)
+    } else {
+        None
+    };
+    let token = match (&cli.token, &cli.token_file) {
+        (Some(t), _) if t.trim().is_empty() => return Err(usage("--token", "the token is empty")),
+        (Some(t), _) => Secret::new(t.trim()),
+        (None, Some(path)) => certs::read_token_file(path).map_err(|e| usage("--token-file", e))?,
+        (None, None) => {
+            let (token, path, created) = certs::ensure_token(&cli.certs_dir).map_err(|e| usage("--certs-dir", e))?;
+            let verb = if created { "created" } else { "using" };
+            notes.push(format!("{verb} the origin token in {} (mode 0600; never logged)", path.display()));
+            token
+        }
+    };
+    Ok(Settings { tunnel_tls, frontend_tls, token, notes })
+}

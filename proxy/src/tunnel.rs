@@ -1,0 +1,156 @@
+//! The proxy's tunnel port: TLS, the origin's `PUT` + `Upgrade` handshake, then an HTTP/2
+//! client over the upgraded connection, registered under the origin's name.
+
+use crate::Proxy;
+use common::body::{self, BoxBody};
+use common::protocol::{self, Rejection};
+use common::tuning;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, info_span, warn, Instrument};
+
+/// Serve one connection on the tunnel port, from TLS handshake to the end of the tunnel.
+pub async fn serve_conn(
+    proxy: Arc<Proxy>,
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let tls = match tokio::time::timeout(tuning::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            warn!(%peer, error = %e, "tunnel TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            warn!(%peer, timeout = ?tuning::HANDSHAKE_TIMEOUT, "tunnel TLS handshake timed out");
+            return;
+        }
+    };
+    let service = service_fn(move |req| {
+        let proxy = proxy.clone();
+        let shutdown = shutdown.clone();
+        async move { Ok::<_, Infallible>(answer_put(proxy, req, peer, shutdown)) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(tuning::HANDSHAKE_TIMEOUT)
+        .keep_alive(false)
+        .max_buf_size(16 * 1024)
+        .serve_connection(TokioIo::new(tls), service)
+        .with_upgrades();
+    if let Err(e) = conn.await {
+        warn!(%peer, error = %e, "tunnel handshake connection failed");
+    }
+}
+
+/// Check the `PUT`; answer 101 and start the tunnel in its own task, or refuse with a reason.
+fn answer_put(
+    proxy: Arc<Proxy>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) -> Response<BoxBody> {
+    let (parts, body) = req.into_parts();
+    let hello = match protocol::check_tunnel_request(&parts, &proxy.token) {
+        Ok(hello) => hello,
+        Err(rejection) => {
+            error!(%peer, status = rejection.status().as_u16(), reason = %rejection, "tunnel rejected");
+            return refusal(&rejection);
+        }
+    };
+    let req = Request::from_parts(parts, body);
+    let span = info_span!("tunnel", origin = %hello.origin_name, %peer);
+    tokio::spawn(
+        async move {
+            match tokio::time::timeout(tuning::HANDSHAKE_TIMEOUT, hyper::upgrade::on(req)).await {
+                Ok(Ok(upgraded)) => run_tunnel(proxy, upgraded, hello.origin_name, peer, shutdown).await,
+                Ok(Err(e)) => warn!(error = %e, "tunnel upgrade failed"),
+                Err(_) => warn!("tunnel upgrade timed out"),
+            }
+        }
+        .instrument(span),
+    );
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    resp.headers_mut().insert(header::UPGRADE, HeaderValue::from_static(protocol::UPGRADE_TOKEN));
+    resp
+}
+
+fn refusal(rejection: &Rejection) -> Response<BoxBody> {
+    let mut resp = Response::new(body::full(format!("{rejection}\n")));
+    *resp.status_mut() = rejection.status();
+    let headers = resp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    match rejection {
+        Rejection::UnsupportedProtocol(_) => {
+            headers.insert(header::UPGRADE, HeaderValue::from_static(protocol::UPGRADE_TOKEN));
+        }
+        Rejection::MissingToken | Rejection::WrongToken => {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        _ => {}
+    }
+    resp
+}
+
+/// Run the HTTP/2 client side of the tunnel until it ends, keeping it registered meanwhile.
+async fn run_tunnel(
+    proxy: Arc<Proxy>,
+    upgraded: hyper::upgrade::Upgraded,
+    origin: String,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(tuning::STREAM_WINDOW)
+        .initial_connection_window_size(tuning::CONNECTION_WINDOW)
+        .max_frame_size(tuning::MAX_FRAME_SIZE)
+        .max_send_buf_size(tuning::MAX_SEND_BUFFER)
+        .max_header_list_size(tuning::MAX_HEADER_LIST_SIZE)
+        .keep_alive_interval(tuning::KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(tuning::KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .handshake(upgraded);
+    let (sender, conn) = match tokio::time::timeout(tuning::HANDSHAKE_TIMEOUT, handshake).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => {
+            warn!(error = %e, "tunnel HTTP/2 handshake failed");
+            return;
+        }
+        Err(_) => {
+            warn!("tunnel HTTP/2 handshake timed out");
+            return;
+        }
+    };
+    let (tunnel, replaced) = proxy.registry.register(&origin, peer, sender);
+    let id = tunnel.id;
+    // Only the registry and in-flight streams hold the tunnel (and so its HTTP/2 handle). Once
+    // it is replaced or removed and its last stream ends, hyper closes the connection itself.
+    drop(tunnel);
+    for old in &replaced {
+        info!(old_peer = %old.peer, old_tunnel = old.id, "origin reconnected; its previous tunnel drains and closes");
+    }
+    drop(replaced);
+    info!(tunnel = id, "origin connected");
+    tokio::select! {
+        result = conn => match result {
+            Ok(()) => info!(tunnel = id, "tunnel closed"),
+            Err(e) => warn!(tunnel = id, error = %e, "tunnel lost"),
+        },
+        _ = shutdown.cancelled() => info!(tunnel = id, "tunnel closed: proxy shutting down"),
+    }
+    proxy.registry.remove(&origin, id);
+}
