@@ -1,0 +1,298 @@
+//! In-process end-to-end tests: a real proxy and a real origin in one process, on port 0,
+//! talking TLS and HTTP/2 over loopback. Readiness is polled, never slept for.
+
+#![allow(clippy::unwrap_used)]
+
+use bytes::Bytes;
+use common::certs;
+use common::tls::Trust;
+use common::Secret;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use origin::config::{App, ProxyAddr, Settings};
+use origin::files::FileServer;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+struct TestProxy {
+    proxy: Arc<proxy::Proxy>,
+    front: SocketAddr,
+    tunnel: SocketAddr,
+    ca: PathBuf,
+    token: Secret,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+async fn start_proxy() -> TestProxy {
+    common::tls::install_default_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let issued = certs::ensure_server_cert(dir.path(), &[]).unwrap();
+    let (token, _, _) = certs::ensure_token(dir.path()).unwrap();
+    let tunnel_tls = common::tls::server_config(
+        common::tls::load_certs(&issued.cert).unwrap(),
+        common::tls::load_key(&issued.key).unwrap(),
+        common::tls::ALPN_TUNNEL,
+    )
+    .unwrap();
+    let listeners = proxy::Listeners {
+        frontend: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        tunnel: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let front = listeners.frontend.local_addr().unwrap();
+    let tunnel = listeners.tunnel.local_addr().unwrap();
+    let proxy = proxy::Proxy::new(token.clone());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(proxy::run(
+        proxy.clone(),
+        listeners,
+        proxy::Tls { tunnel: tunnel_tls, frontend: None },
+        shutdown.clone(),
+    ));
+    TestProxy { proxy, front, tunnel, ca: issued.ca, token, shutdown, _dir: dir }
+}
+
+fn origin_settings(p: &TestProxy, name: &str, token: Secret, app: App) -> Settings {
+    Settings {
+        proxy: ProxyAddr { authority: format!("localhost:{}", p.tunnel.port()), host: "localhost".into() },
+        trust: Trust::CaFile(p.ca.clone()),
+        token,
+        name: name.into(),
+        app,
+        notes: vec![],
+    }
+}
+
+fn start_origin(settings: Settings) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        origin::run(settings, CancellationToken::new()).await.unwrap();
+    })
+}
+
+/// Poll `cond` every 10 ms for up to 10 s.
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn connected(p: &TestProxy, name: &str) {
+    wait_for(&format!("origin {name} to connect"), || !p.proxy.registry.tunnels_of(name).is_empty()).await;
+}
+
+/// A front-end HTTP/1.1 connection.
+async fn h1(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+async fn get(addr: SocketAddr, path: &str) -> (StatusCode, http::HeaderMap, Bytes) {
+    let mut sender = h1(addr).await;
+    let req = Request::get(path).header("host", "example.test").body(Full::default()).unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
+}
+
+fn media_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("small.txt"), b"hello through the tunnel\n").unwrap();
+    std::fs::write(dir.path().join("big.bin"), pattern(24 * 1024 * 1024)).unwrap();
+    dir
+}
+
+fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()
+}
+
+fn files(root: &Path) -> App {
+    App::Files(FileServer::new(root).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_origin_is_a_prompt_502() {
+    let p = start_proxy().await;
+    let (status, _, body) = tokio::time::timeout(Duration::from_secs(5), get(p.front, "/")).await.unwrap();
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(String::from_utf8_lossy(&body).contains("no origin is connected"), "{body:?}");
+    p.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_cross_the_tunnel_byte_exact() {
+    let p = start_proxy().await;
+    let media = media_dir();
+    start_origin(origin_settings(&p, "media", p.token.clone(), files(media.path())));
+    connected(&p, "media").await;
+
+    let (status, headers, body) = get(p.front, "/small.txt").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(&body[..], b"hello through the tunnel\n");
+    assert_eq!(headers["content-length"], "25");
+
+    let (status, _, body) = get(p.front, "/big.bin").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == pattern(24 * 1024 * 1024), "24 MiB body differs");
+
+    let stats = &p.proxy.registry.tunnels_of("media")[0].stats;
+    assert!(stats.bytes_from_origin.load(std::sync::atomic::Ordering::Relaxed) >= 24 * 1024 * 1024);
+    p.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_front_end_with_prior_knowledge() {
+    let p = start_proxy().await;
+    let media = media_dir();
+    start_origin(origin_settings(&p, "media", p.token.clone(), files(media.path())));
+    connected(&p, "media").await;
+    let tcp = TcpStream::connect(p.front).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let mut pending = Vec::new();
+    for _ in 0..16 {
+        let req = Request::get(format!("http://{}/small.txt", p.front)).body(Empty::<Bytes>::new()).unwrap();
+        pending.push(sender.send_request(req));
+    }
+    for resp in pending {
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(&resp.into_body().collect().await.unwrap().to_bytes()[..], b"hello through the tunnel\n");
+    }
+    p.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_token_is_rejected_with_the_reason() {
+    let p = start_proxy().await;
+    let media = media_dir();
+    let settings = origin_settings(&p, "intruder", Secret::new("not-the-token"), files(media.path()));
+    let tls = common::tls::client_config(&settings.trust, common::tls::ALPN_TUNNEL).unwrap();
+    let err = origin::dial::open_tunnel(&settings, &tls).await.expect_err("must be rejected");
+    match &err {
+        origin::dial::DialError::Rejected { status, reason } => {
+            assert_eq!(*status, StatusCode::UNAUTHORIZED);
+            assert_eq!(reason, "wrong token");
+        }
+        other => panic!("unexpected error {other}"),
+    }
+    assert!(err.is_rejection());
+    assert!(p.proxy.registry.is_empty());
+    p.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untrusted_proxy_certificate_is_refused() {
+    let p = start_proxy().await;
+    let media = media_dir();
+    let other_ca = tempfile::tempdir().unwrap();
+    let other = certs::ensure_server_cert(other_ca.path(), &[]).unwrap();
+    let mut settings = origin_settings(&p, "media", p.token.clone(), files(media.path()));
+    settings.trust = Trust::CaFile(other.ca);
+    let tls = common::tls::client_config(&settings.trust, common::tls::ALPN_TUNNEL).unwrap();
+    let err = origin::dial::open_tunnel(&settings, &tls).await.expect_err("must not trust another CA");
+    assert!(matches!(err, origin::dial::DialError::Tls(_)), "{err}");
+    p.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_reader_does_not_stall_other_streams() {
+    let p = start_proxy().await;
+    let media = media_dir();
+    start_origin(origin_settings(&p, "media", p.token.clone(), files(media.path())));
+    connected(&p, "media").await;
+    // Start a 24 MiB download and never read its body: its stream window fills and stays full.
+    let mut stalled = h1(p.front).await;
+    let req = Request::get("/big.bin").header("host", "x").body(Full::default()).unwrap();
+    let held = stalled.send_request(req).await.unwrap();
+    assert_eq!(held.status(), StatusCode::OK);
+    // Meanwhile other requests on the same tunnel complete, including bulk ones.
+    for _ in 0..3 {
+        let (status, _, body) = tokio::time::timeout(Duration::from_secs(20), get(p.front, "/big.bin")).await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(body.len(), 24 * 1024 * 1024);
+    }
+    for _ in 0..20 {
+        let (status, _, _) = tokio::time::timeout(Duration::from_secs(5), get(p.front, "/small.txt")).await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+    }
+    // And the stalled one still completes, byte-exact, once it is read.
+    let body = held.into_body().collect().await.unwrap().to_bytes();
+    assert!(body == pattern(24 * 1024 * 1024));
+    p.shutdown.cancel();
+}
+
+/// A local service that sends one chunk, then never finishes.
+async fn hanging_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let mut tcp = tcp;
+                let mut buf = [0u8; 4096];
+                let _ = tcp.read(&mut buf).await;
+                let _ =
+                    tcp.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000000\r\n\r\nfirst part of the body").await;
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_vanishing_mid_response_aborts_the_front_end_response() {
+    let p = start_proxy().await;
+    let upstream = hanging_upstream().await;
+    let app = App::Upstream(Box::new(origin::upstream::Upstream::new(&format!("http://{upstream}")).unwrap()));
+    let origin_task = start_origin(origin_settings(&p, "app", p.token.clone(), app));
+    connected(&p, "app").await;
+    let mut sender = h1(p.front).await;
+    let req = Request::get("/stream").header("host", "x").body(Full::default()).unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&first[..], b"first part of the body");
+    // The origin process disappears: its tunnel task (and socket) is dropped.
+    origin_task.abort();
+    let rest = tokio::time::timeout(Duration::from_secs(15), body.collect()).await.expect("no hang");
+    assert!(rest.is_err(), "a truncated response must end in an error, not look complete");
+    // And the next request is a prompt 502, not a hang.
+    wait_for("tunnel removal", || p.proxy.registry.is_empty()).await;
+    let (status, _, _) = get(p.front, "/").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    p.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnecting_origin_replaces_its_registration() {
+    let p = start_proxy().await;
+    let media = media_dir();
+    let first = start_origin(origin_settings(&p, "media", p.token.clone(), files(media.path())));
+    connected(&p, "media").await;
+    let first_id = p.proxy.registry.tunnels_of("media")[0].id;
+    let _second = start_origin(origin_settings(&p, "media", p.token.clone(), files(media.path())));
+    wait_for("the new tunnel", || p.proxy.registry.tunnels_of("media").first().is_some_and(|t| t.id != first_id)).await;
+    assert_eq!(p.proxy.registry.tunnels_of("media").len(), 1, "one registration per origin name");
+    first.abort();
+    let (status, _, _) = get(p.front, "/small.txt").await;
+    assert_eq!(status, StatusCode::OK);
+    p.shutdown.cancel();
+}
