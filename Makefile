@@ -9,7 +9,8 @@ all: build
 build:
 	$(CARGO) build --release --bins
 	@mkdir -p $(BIN)
-	@cp target/release/p target/release/c $(BIN)/
+	@# --remove-destination: replacing a binary that is running (Text file busy) must work
+	@cp --remove-destination target/release/p target/release/c $(BIN)/
 	@echo "built ./$(BIN)/p and ./$(BIN)/c"
 
 # cargo's unit and in-process tests, then the shell suite against the real binaries.

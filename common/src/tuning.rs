@@ -28,6 +28,17 @@ pub const MAX_SEND_BUFFER: usize = 1024 * 1024;
 /// Concurrent streams the origin accepts on one tunnel; further requests wait at the proxy.
 pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
 
+/// Streams the proxy may reset before the origin has accepted them, before the origin treats
+/// it as a flood and closes the tunnel. h2's default (20) guards a public server against
+/// "rapid reset" attacks; on the tunnel the peer is the authenticated proxy, and every
+/// front-end client that disconnects with requests in flight makes it reset those streams.
+/// With the default, one impatient client could take the tunnel down for everyone.
+pub const MAX_PENDING_ACCEPT_RESETS: usize = 4 * MAX_CONCURRENT_STREAMS as usize;
+
+/// Threads for blocking file I/O in the origin. Enough to keep a disk array busy; few enough
+/// that a burst of requests cannot grow hundreds of threads that then fight for two cores.
+pub const MAX_BLOCKING_THREADS: usize = 32;
+
 /// HTTP/2 PING interval on an idle or busy tunnel; with [`KEEPALIVE_TIMEOUT`] a dead peer is
 /// noticed within about ten seconds even when the TCP connection never reports an error.
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);

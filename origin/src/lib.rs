@@ -112,6 +112,7 @@ pub async fn serve_tunnel(
         .max_frame_size(tuning::MAX_FRAME_SIZE)
         .max_send_buf_size(tuning::MAX_SEND_BUFFER)
         .max_concurrent_streams(tuning::MAX_CONCURRENT_STREAMS)
+        .max_pending_accept_reset_streams(tuning::MAX_PENDING_ACCEPT_RESETS)
         .max_header_list_size(tuning::MAX_HEADER_LIST_SIZE)
         .keep_alive_interval(tuning::KEEPALIVE_INTERVAL)
         .keep_alive_timeout(tuning::KEEPALIVE_TIMEOUT)

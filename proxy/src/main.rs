@@ -15,7 +15,18 @@ fn main() {
             std::process::exit(1);
         }
     };
-    std::process::exit(runtime.block_on(async_main(cli)));
+    // Run on a worker thread, not in block_on on the main thread: the tunnel's connection task
+    // then shares a thread (and tokio's LIFO slot) with the stream tasks it wakes.
+    let code = runtime.block_on(async {
+        match tokio::spawn(async_main(cli)).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: main task failed: {e}");
+                1
+            }
+        }
+    });
+    std::process::exit(code);
 }
 
 async fn async_main(cli: Cli) -> i32 {

@@ -296,3 +296,38 @@ async fn reconnecting_origin_replaces_its_registration() {
     assert_eq!(status, StatusCode::OK);
     p.shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_vanishing_with_many_requests_in_flight_keeps_the_tunnel() {
+    let p = start_proxy().await;
+    let media = media_dir();
+    start_origin(origin_settings(&p, "media", p.token.clone(), files(media.path())));
+    connected(&p, "media").await;
+    let tunnel_id = p.proxy.registry.tunnels_of("media")[0].id;
+    // Several HTTP/2 front-end connections each open 200 streams and vanish at once, so the
+    // proxy resets hundreds of tunnel streams, many before the origin has accepted them.
+    for _ in 0..10 {
+        let tcp = TcpStream::connect(p.front).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+        let conn = tokio::spawn(conn);
+        let mut pending = Vec::new();
+        for _ in 0..200 {
+            let req = Request::get(format!("http://{}/small.txt", p.front)).body(Empty::<Bytes>::new()).unwrap();
+            pending.push(tokio::spawn(sender.send_request(req)));
+        }
+        tokio::task::yield_now().await;
+        conn.abort();
+        for f in pending {
+            f.abort();
+        }
+    }
+    for _ in 0..20 {
+        let (status, _, _) = get(p.front, "/small.txt").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    let now = p.proxy.registry.tunnels_of("media");
+    assert_eq!(now.len(), 1);
+    assert_eq!(now[0].id, tunnel_id, "the tunnel must survive front-end clients that vanish");
+    p.shutdown.cancel();
+}
