@@ -6,6 +6,7 @@
 //! streams it chunk by chunk as the client asks for more.
 
 mod body;
+mod cache;
 mod conditional;
 mod listing;
 mod mime;
@@ -27,6 +28,7 @@ use http::{Method, Request, Response, StatusCode, Uri};
 use tracing::warn;
 
 use self::body::FileBody;
+use self::cache::{Cached, SmallFiles};
 use self::conditional::{Conditions, Verdict};
 use self::path::{FileMeta, Kind, Root, Target};
 use self::range::{RangeHeader, Resolved};
@@ -42,6 +44,7 @@ const TEXT_HTML: &str = "text/html; charset=utf-8";
 #[derive(Clone)]
 pub struct FileServer {
     root: Arc<Root>,
+    small: Arc<SmallFiles>,
 }
 
 impl fmt::Debug for FileServer {
@@ -53,7 +56,7 @@ impl fmt::Debug for FileServer {
 impl FileServer {
     /// Opens the root, which must be an existing directory; it is canonicalized once, here.
     pub fn new(root: &Path) -> io::Result<FileServer> {
-        Ok(FileServer { root: Arc::new(Root::open(root)?) })
+        Ok(FileServer { root: Arc::new(Root::open(root)?), small: Arc::default() })
     }
 
     /// The canonical root directory being served.
@@ -79,10 +82,18 @@ impl FileServer {
             conditions: Conditions::from_headers(headers),
             range: headers.get(header::RANGE).and_then(|value| range::parse(value.as_bytes())),
         };
+        if !target.trailing_slash {
+            if let Some(cached) = self.small.fresh(&target.rel) {
+                return respond(&cached.rep, &ask, |start, len| {
+                    Ok(full(cached.data.slice(start as usize..(start + len) as usize)))
+                });
+            }
+        }
         // Keep only the URI (for a redirect); the request body is not needed.
         let uri = req.into_parts().0.uri;
         let root = Arc::clone(&self.root);
-        match tokio::task::spawn_blocking(move || serve(&root, target, ask)).await {
+        let small = Arc::clone(&self.small);
+        match tokio::task::spawn_blocking(move || serve(&root, &small, target, ask)).await {
             Ok(Outcome::Ready(response)) => response,
             Ok(Outcome::AddSlash) => add_slash(&uri, head),
             Err(e) => {
@@ -159,7 +170,7 @@ impl Reject {
 }
 
 /// The blocking part of a request: open, fstat, then decide and (for small answers) read.
-fn serve(root: &Root, target: Target, ask: Ask) -> Outcome {
+fn serve(root: &Root, small: &SmallFiles, target: Target, ask: Ask) -> Outcome {
     let fd = match root.open_beneath(&target.rel) {
         Ok(fd) => fd,
         Err(e) => return Outcome::Ready(path::reject_for(e, &target.rel).response(ask.head)),
@@ -181,15 +192,73 @@ fn serve(root: &Root, target: Target, ask: Ask) -> Outcome {
             }
         },
         Kind::File if target.trailing_slash => Reject::NotADirectory.response(ask.head),
+        Kind::File if meta.size <= INLINE_MAX => small_file(File::from(fd), &meta, &target.rel, &ask, small),
         Kind::File => file_response(File::from(fd), &meta, &target.rel, &ask),
         Kind::Symlink | Kind::Other => Reject::NotRegular.response(ask.head),
     })
 }
 
+/// What every answer about one version of a file says of it.
+#[derive(Debug)]
+pub(crate) struct Representation {
+    pub(crate) size: u64,
+    pub(crate) etag: String,
+    pub(crate) mtime: u64,
+    pub(crate) content_type: HeaderValue,
+    /// `etag` and `mtime` as ready header values, built once per file version.
+    etag_header: Option<HeaderValue>,
+    last_modified: Option<HeaderValue>,
+}
+
+impl Representation {
+    fn of(meta: &FileMeta, rel: &Path) -> Self {
+        Self::new(meta.size, conditional::etag(meta), conditional::mtime_secs(meta), mime::content_type(rel))
+    }
+
+    pub(crate) fn new(size: u64, etag: String, mtime: u64, content_type: HeaderValue) -> Self {
+        // Only ever ASCII we formatted ourselves, so these conversions do not fail in practice.
+        let etag_header = HeaderValue::try_from(etag.as_str()).ok();
+        let last_modified = HeaderValue::try_from(conditional::http_date(mtime)).ok();
+        Representation { size, etag, mtime, content_type, etag_header, last_modified }
+    }
+}
+
+/// A file small enough to read whole: read it, remember it, answer from memory.
+fn small_file(file: File, meta: &FileMeta, rel: &Path, ask: &Ask, small: &SmallFiles) -> Response<BoxBody> {
+    let data = match body::read_exact_at(&file, 0, meta.size) {
+        Ok(data) => data,
+        Err(e) => {
+            warn!(error = %e, path = %rel.display(), "could not read file");
+            return Reject::Internal.response(ask.head);
+        }
+    };
+    let cached = Arc::new(Cached::new(Representation::of(meta, rel), data));
+    small.insert(rel, Arc::clone(&cached));
+    respond(&cached.rep, ask, |start, len| Ok(full(cached.data.slice(start as usize..(start + len) as usize))))
+}
+
+/// A larger file: ranges of up to [`INLINE_MAX`] are read now, anything longer streams.
 fn file_response(file: File, meta: &FileMeta, rel: &Path, ask: &Ask) -> Response<BoxBody> {
-    let etag = conditional::etag(meta);
-    let mtime = conditional::mtime_secs(meta);
-    let use_range = match ask.conditions.evaluate(&etag, mtime) {
+    respond(&Representation::of(meta, rel), ask, |start, len| {
+        if len <= INLINE_MAX {
+            body::read_exact_at(&file, start, len).map(full).map_err(|e| {
+                warn!(error = %e, path = %rel.display(), "could not read file");
+                Reject::Internal.response(false)
+            })
+        } else {
+            Ok(boxed(FileBody::new(file, start, len)))
+        }
+    })
+}
+
+/// Evaluate conditionals and ranges against `rep` and build the answer; `body(start, len)`
+/// supplies the bytes when there are any to send.
+fn respond(
+    rep: &Representation,
+    ask: &Ask,
+    body: impl FnOnce(u64, u64) -> Result<BoxBody, Response<BoxBody>>,
+) -> Response<BoxBody> {
+    let use_range = match ask.conditions.evaluate(&rep.etag, rep.mtime) {
         Verdict::Proceed { use_range } => use_range,
         Verdict::PreconditionFailed => {
             return text(StatusCode::PRECONDITION_FAILED, "412 precondition failed\n", ask.head)
@@ -197,12 +266,12 @@ fn file_response(file: File, meta: &FileMeta, rel: &Path, ask: &Ask) -> Response
         Verdict::NotModified => {
             let mut response = Response::new(empty());
             *response.status_mut() = StatusCode::NOT_MODIFIED;
-            validators(response.headers_mut(), etag, mtime);
+            validators(response.headers_mut(), rep);
             return response;
         }
     };
-    let size = meta.size;
-    let resolved = match ask.range {
+    let size = rep.size;
+    let resolved = match &ask.range {
         Some(range) if use_range => range.resolve(size),
         _ => Resolved::Full,
     };
@@ -219,24 +288,19 @@ fn file_response(file: File, meta: &FileMeta, rel: &Path, ask: &Ask) -> Response
     };
     let body = if ask.head || len == 0 {
         empty()
-    } else if len <= INLINE_MAX {
-        match body::read_exact_at(&file, start, len) {
-            Ok(bytes) => full(bytes),
-            Err(e) => {
-                warn!(error = %e, path = %rel.display(), "could not read file");
-                return Reject::Internal.response(false);
-            }
-        }
     } else {
-        boxed(FileBody::new(file, start, len))
+        match body(start, len) {
+            Ok(body) => body,
+            Err(response) => return response,
+        }
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, mime::content_type(rel));
+    headers.insert(header::CONTENT_TYPE, rep.content_type.clone());
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    validators(headers, etag, mtime);
+    validators(headers, rep);
     if status == StatusCode::PARTIAL_CONTENT {
         let end = start + len - 1;
         insert_string(headers, header::CONTENT_RANGE, format!("bytes {start}-{end}/{size}"));
@@ -245,9 +309,13 @@ fn file_response(file: File, meta: &FileMeta, rel: &Path, ask: &Ask) -> Response
 }
 
 /// ETag and Last-Modified.
-fn validators(headers: &mut HeaderMap, etag: String, mtime: u64) {
-    insert_string(headers, header::ETAG, etag);
-    insert_string(headers, header::LAST_MODIFIED, conditional::http_date(mtime));
+fn validators(headers: &mut HeaderMap, rep: &Representation) {
+    if let Some(etag) = &rep.etag_header {
+        headers.insert(header::ETAG, etag.clone());
+    }
+    if let Some(date) = &rep.last_modified {
+        headers.insert(header::LAST_MODIFIED, date.clone());
+    }
 }
 
 fn insert_string(headers: &mut HeaderMap, name: HeaderName, value: String) {

@@ -120,13 +120,41 @@ async fn small_file_with_validators() {
     assert!(e.body.is_empty());
 }
 
+/// Poll `uri` (small files are cached for up to a second) until `done` holds; bounded.
+async fn poll_until(server: &FileServer, uri: &str, done: impl Fn(&Reply) -> bool) -> Reply {
+    for _ in 0..100 {
+        let r = get(server, uri, &[]).await;
+        if done(&r) {
+            return r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{uri} never reached the expected state");
+}
+
 #[tokio::test]
 async fn etag_changes_with_the_file() {
     let f = fixture();
     let before = get(&f.server, "/hello.txt", &[]).await;
     fs::write(f.root.join("hello.txt"), b"hello, there\n").unwrap();
-    let after = get(&f.server, "/hello.txt", &[]).await;
+    let after = poll_until(&f.server, "/hello.txt", |r| r.body.as_ref() == b"hello, there\n").await;
     assert_ne!(before.header("etag"), after.header("etag"));
+    assert_eq!(after.header("content-length"), "13");
+}
+
+#[tokio::test]
+async fn small_files_are_answered_from_memory_briefly() {
+    let f = fixture();
+    let first = get(&f.server, "/hello.txt", &[]).await;
+    assert_eq!(first.status, StatusCode::OK);
+    // Within the freshness window the cached copy answers (ranges and conditionals included)...
+    let r = get(&f.server, "/hello.txt", &[("range", "bytes=0-4")]).await;
+    assert_eq!((r.status, &r.body[..]), (StatusCode::PARTIAL_CONTENT, &HELLO[..5]));
+    let r = get(&f.server, "/hello.txt", &[("if-none-match", first.header("etag"))]).await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+    // ...and a deleted file is gone once the window has passed.
+    fs::remove_file(f.root.join("hello.txt")).unwrap();
+    poll_until(&f.server, "/hello.txt", |r| r.status == StatusCode::NOT_FOUND).await;
 }
 
 #[tokio::test]
@@ -503,11 +531,13 @@ async fn inline_and_streamed_sizes_agree() {
     let f = fixture();
     for len in [65_535, 65_536, 65_537, 131_072, 131_073] {
         let data = noise(len);
-        fs::write(f.root.join("edge.bin"), &data).unwrap();
-        let r = get(&f.server, "/edge.bin", &[]).await;
+        // One name per size: a rewritten small file may be answered from the cache for a second.
+        let name = format!("edge-{len}.bin");
+        fs::write(f.root.join(&name), &data).unwrap();
+        let r = get(&f.server, &format!("/{name}"), &[]).await;
         assert_eq!(r.header("content-length"), len.to_string());
         assert!(r.body == data, "{len}");
-        let r = get(&f.server, "/edge.bin", &[("range", "bytes=1-")]).await;
+        let r = get(&f.server, &format!("/{name}"), &[("range", "bytes=1-")]).await;
         assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
         assert!(r.body == data[1..], "{len}");
     }

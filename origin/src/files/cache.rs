@@ -1,0 +1,116 @@
+//! Small files (up to 64 KiB) kept in memory for a moment, like nginx's `open_file_cache`: a
+//! hot thumbnail or subtitle is answered with no trip to the blocking pool and no system call.
+//! An entry is trusted for [`FRESH_FOR`]; after that the next request re-reads the file on the
+//! blocking pool (which also re-checks that it is still beneath the root).
+
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::Representation;
+
+/// How long a cached small file is served without looking at the disk again. A changed or
+/// deleted small file is noticed at most this late.
+pub(crate) const FRESH_FOR: Duration = Duration::from_secs(1);
+/// Bounds on what the cache holds; past them, stale entries go first, then everything.
+const MAX_ENTRIES: usize = 4096;
+const MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// One small file, whole, with the headers that describe it.
+#[derive(Debug)]
+pub(crate) struct Cached {
+    pub(crate) rep: Representation,
+    pub(crate) data: Bytes,
+    read_at: Instant,
+}
+
+impl Cached {
+    pub(crate) fn new(rep: Representation, data: Bytes) -> Self {
+        Cached { rep, data, read_at: Instant::now() }
+    }
+
+    fn is_fresh(&self, now: Instant) -> bool {
+        now.duration_since(self.read_at) < FRESH_FOR
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct SmallFiles {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    map: HashMap<PathBuf, Arc<Cached>>,
+    bytes: usize,
+}
+
+impl SmallFiles {
+    /// The cached file at `rel`, if it was read less than [`FRESH_FOR`] ago.
+    pub(crate) fn fresh(&self, rel: &Path) -> Option<Arc<Cached>> {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.map.get(rel).filter(|c| c.is_fresh(Instant::now())).cloned()
+    }
+
+    pub(crate) fn insert(&self, rel: &Path, entry: Arc<Cached>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let size = entry.data.len();
+        if inner.map.len() >= MAX_ENTRIES || inner.bytes + size > MAX_BYTES {
+            let now = Instant::now();
+            inner.map.retain(|_, c| c.is_fresh(now));
+            inner.bytes = inner.map.values().map(|c| c.data.len()).sum();
+            if inner.map.len() >= MAX_ENTRIES || inner.bytes + size > MAX_BYTES {
+                inner.map.clear();
+                inner.bytes = 0;
+            }
+        }
+        if let Some(old) = inner.map.insert(rel.to_owned(), entry) {
+            inner.bytes -= old.data.len();
+        }
+        inner.bytes += size;
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len_and_bytes(&self) -> (usize, usize) {
+        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        (inner.map.len(), inner.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn entry(len: usize) -> Arc<Cached> {
+        let rep = Representation::new(len as u64, "\"x\"".into(), 0, HeaderValue::from_static("text/plain"));
+        Arc::new(Cached::new(rep, Bytes::from(vec![0u8; len])))
+    }
+
+    #[test]
+    fn stays_within_its_bounds() {
+        let cache = SmallFiles::default();
+        for i in 0..(MAX_ENTRIES + 10) {
+            cache.insert(Path::new(&format!("f{i}")), entry(10));
+        }
+        let (n, bytes) = cache.len_and_bytes();
+        assert!(n <= MAX_ENTRIES && bytes == n * 10, "{n} entries, {bytes} bytes");
+        for i in 0..300 {
+            cache.insert(Path::new(&format!("g{i}")), entry(64 * 1024));
+        }
+        let (n, bytes) = cache.len_and_bytes();
+        assert!(bytes <= MAX_BYTES && bytes == n * 64 * 1024, "{n} entries, {bytes} bytes");
+    }
+
+    #[test]
+    fn replacing_an_entry_keeps_the_byte_count() {
+        let cache = SmallFiles::default();
+        cache.insert(Path::new("a"), entry(100));
+        cache.insert(Path::new("a"), entry(30));
+        assert_eq!(cache.len_and_bytes(), (1, 30));
+        assert!(cache.fresh(Path::new("a")).is_some());
+        assert!(cache.fresh(Path::new("b")).is_none());
+    }
+}
