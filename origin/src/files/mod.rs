@@ -243,7 +243,7 @@ fn file_response(file: File, meta: &FileMeta, rel: &Path, ask: &Ask) -> Response
         if len <= INLINE_MAX {
             body::read_exact_at(&file, start, len).map(full).map_err(|e| {
                 warn!(error = %e, path = %rel.display(), "could not read file");
-                Reject::Internal.response(false)
+                Reject::Internal
             })
         } else {
             Ok(boxed(FileBody::new(file, start, len)))
@@ -256,7 +256,7 @@ fn file_response(file: File, meta: &FileMeta, rel: &Path, ask: &Ask) -> Response
 fn respond(
     rep: &Representation,
     ask: &Ask,
-    body: impl FnOnce(u64, u64) -> Result<BoxBody, Response<BoxBody>>,
+    body: impl FnOnce(u64, u64) -> Result<BoxBody, Reject>,
 ) -> Response<BoxBody> {
     let use_range = match ask.conditions.evaluate(&rep.etag, rep.mtime) {
         Verdict::Proceed { use_range } => use_range,
@@ -291,7 +291,7 @@ fn respond(
     } else {
         match body(start, len) {
             Ok(body) => body,
-            Err(response) => return response,
+            Err(reject) => return reject.response(false),
         }
     };
     let mut response = Response::new(body);
