@@ -1,4 +1,5 @@
-//! The streaming body for larger files: each chunk is read with `read_at` on the blocking pool, only when polled.
+//! The streaming body for larger files: chunks are read with `read_at` on the blocking pool,
+//! one chunk ahead of what the consumer has taken.
 
 use std::fs::File;
 use std::future::Future;
@@ -14,8 +15,10 @@ use tokio::task::JoinHandle;
 /// The most read per chunk (and so the memory a stream holds at once).
 pub(crate) const CHUNK: u64 = 128 * 1024;
 
-/// Streams `len` bytes of a file starting at `pos`. At most one read is in flight, and a new
-/// one starts only when the consumer asks for more, so HTTP/2 flow control paces the disk.
+/// Streams `len` bytes of a file starting at `pos`. At most one read is in flight: when a
+/// chunk is handed out, the read of the next one starts, so the disk works while the chunk
+/// is sent, but never more than one chunk ahead: HTTP/2 flow control still paces the disk,
+/// and a stream holds at most two chunks.
 pub(crate) struct FileBody {
     state: State,
     pos: u64,
@@ -57,11 +60,7 @@ impl Body for FileBody {
                     let State::Idle(file) = std::mem::replace(&mut this.state, State::Done) else {
                         return Poll::Ready(None);
                     };
-                    let (pos, len) = (this.pos, this.remaining.min(CHUNK));
-                    this.state = State::Reading(tokio::task::spawn_blocking(move || {
-                        let chunk = read_exact_at(&file, pos, len);
-                        (file, chunk)
-                    }));
+                    this.state = State::Reading(read_next(file, this.pos, this.remaining));
                 }
                 State::Reading(task) => {
                     let joined = ready!(Pin::new(task).poll(cx));
@@ -70,7 +69,12 @@ impl Body for FileBody {
                             let n = chunk.len() as u64;
                             this.pos += n;
                             this.remaining = this.remaining.saturating_sub(n);
-                            this.state = if this.remaining == 0 { State::Done } else { State::Idle(file) };
+                            // Read ahead: the next chunk loads while this one is sent.
+                            this.state = if this.remaining == 0 {
+                                State::Done
+                            } else {
+                                State::Reading(read_next(file, this.pos, this.remaining))
+                            };
                             Poll::Ready(Some(Ok(Frame::data(chunk))))
                         }
                         Ok((_, Err(err))) => this.fail(err),
@@ -88,6 +92,14 @@ impl Body for FileBody {
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.remaining)
     }
+}
+
+fn read_next(file: File, pos: u64, remaining: u64) -> JoinHandle<(File, io::Result<Bytes>)> {
+    let len = remaining.min(CHUNK);
+    tokio::task::spawn_blocking(move || {
+        let chunk = read_exact_at(&file, pos, len);
+        (file, chunk)
+    })
 }
 
 /// Read exactly `len` bytes at `pos` (blocking). Reaching the end of the file first means it
