@@ -30,15 +30,32 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-/// The one crypto provider revmux uses (ring: small, fast to build, fast AES-GCM and ChaCha20).
+/// The one crypto provider revmux uses: ring (small, fast to build, fast AES-GCM and
+/// ChaCha20), with AES-128-GCM preferred over AES-256-GCM.
+///
+/// rustls lists AES-256 first. AES-128-GCM is TLS 1.3's mandatory suite, what BoringSSL and
+/// Go prefer, and needs 10 AES rounds instead of 14: on the tunnel, where every byte is
+/// encrypted by one side and decrypted by the other, that is a quarter less cipher work.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites.sort_by_key(|suite| !is_aes_128_gcm(suite.suite()));
+    Arc::new(provider)
+}
+
+fn is_aes_128_gcm(suite: rustls::CipherSuite) -> bool {
+    use rustls::CipherSuite as S;
+    matches!(
+        suite,
+        S::TLS13_AES_128_GCM_SHA256
+            | S::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+            | S::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256
+    )
 }
 
 /// Make our provider the process default, for libraries that build their own configs.
 pub fn install_default_provider() {
     // An error only means a provider is already installed, which is fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    let _ = CryptoProvider::install_default(Arc::unwrap_or_clone(provider()));
 }
 
 /// Every certificate in a PEM file, in order (leaf first for a chain).
@@ -149,5 +166,18 @@ impl ServerCertVerifier for NoVerification {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefers_aes_128_gcm_and_keeps_every_suite() {
+        let ours = provider();
+        let theirs = rustls::crypto::ring::default_provider();
+        assert_eq!(ours.cipher_suites[0].suite(), rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+        assert_eq!(ours.cipher_suites.len(), theirs.cipher_suites.len());
     }
 }
