@@ -95,9 +95,11 @@ impl Body for FileBody {
 }
 
 fn read_next(file: File, pos: u64, remaining: u64) -> JoinHandle<(File, io::Result<Bytes>)> {
-    let len = remaining.min(CHUNK);
+    // The buffer is allocated here, on the runtime thread that will also free it once sent:
+    // allocated on the (many) blocking threads, it would pile up in their per-thread heaps.
+    let buf = vec![0u8; remaining.min(CHUNK) as usize];
     tokio::task::spawn_blocking(move || {
-        let chunk = read_exact_at(&file, pos, len);
+        let chunk = read_exact_into(&file, pos, buf);
         (file, chunk)
     })
 }
@@ -106,7 +108,11 @@ fn read_next(file: File, pos: u64, remaining: u64) -> JoinHandle<(File, io::Resu
 /// shrank after it was measured: that is an error, never a short answer.
 pub(crate) fn read_exact_at(file: &File, pos: u64, len: u64) -> io::Result<Bytes> {
     let len = usize::try_from(len).map_err(io::Error::other)?;
-    let mut buf = vec![0u8; len];
+    read_exact_into(file, pos, vec![0u8; len])
+}
+
+/// Fill `buf` from `pos` (blocking); see [`read_exact_at`].
+fn read_exact_into(file: &File, pos: u64, mut buf: Vec<u8>) -> io::Result<Bytes> {
     match file.read_exact_at(&mut buf, pos) {
         Ok(()) => Ok(Bytes::from(buf)),
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
