@@ -13,6 +13,7 @@ pub mod cli;
 pub mod headers;
 pub mod logging;
 pub mod protocol;
+pub mod runtime;
 pub mod secret;
 pub mod shutdown;
 pub mod tls;

@@ -8,25 +8,8 @@ fn main() {
     let cli: Cli = cli::parse_or_exit();
     common::logging::init(cli.log_format);
     common::tls::install_default_provider();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            std::process::exit(1);
-        }
-    };
-    // Run on a worker thread, not in block_on on the main thread: the tunnel's connection task
-    // then shares a thread (and tokio's LIFO slot) with the stream tasks it wakes.
-    let code = runtime.block_on(async {
-        match tokio::spawn(async_main(cli)).await {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("error: main task failed: {e}");
-                1
-            }
-        }
-    });
-    std::process::exit(code);
+    let runtime = common::runtime::build(cli.threads, None);
+    common::runtime::run_main(runtime, async_main(cli))
 }
 
 async fn async_main(cli: Cli) -> i32 {

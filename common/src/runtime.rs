@@ -1,0 +1,44 @@
+//! The async runtime both binaries run on, and running their main future on a worker thread.
+
+use std::future::Future;
+
+/// A multi-threaded runtime with `threads` workers (0: one per CPU core) and, if given, a cap
+/// on the blocking pool. On failure, reports and exits with status 1.
+pub fn build(threads: usize, max_blocking: Option<usize>) -> tokio::runtime::Runtime {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if threads > 0 {
+        builder.worker_threads(threads);
+    }
+    if let Some(max) = max_blocking {
+        builder.max_blocking_threads(max);
+    }
+    match builder.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// Run `main` to completion on a worker thread and exit with the status it returns.
+///
+/// Not in `block_on` on the main thread: tasks spawned from a worker (a tunnel's connection
+/// task, the streams it wakes) then share that worker and tokio's LIFO slot, instead of every
+/// wakeup crossing threads.
+pub fn run_main<F>(runtime: tokio::runtime::Runtime, main: F) -> !
+where
+    F: Future<Output = i32> + Send + 'static,
+{
+    let code = runtime.block_on(async {
+        match tokio::spawn(main).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: main task failed: {e}");
+                1
+            }
+        }
+    });
+    std::process::exit(code)
+}
