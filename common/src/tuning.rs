@@ -5,18 +5,20 @@ use std::time::Duration;
 /// Per-stream receive window on the tunnel (both directions).
 ///
 /// A stream can have at most this much unread data in flight, so one stream reaches at most
-/// `STREAM_WINDOW / RTT`: 2 MiB over a 50 ms path is ~40 MiB/s (~330 Mbit/s), more than a home
-/// uplink. It is also the most a stalled front-end client can pin per stream, in memory and in
-/// the shared connection window.
-pub const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
+/// `STREAM_WINDOW / RTT`: 1 MiB over a 40 ms path is ~25 MiB/s (~200 Mbit/s), more than a
+/// home uplink carries. It is also what a stalled front-end client (a paused video player)
+/// pins per stream, in memory and in the shared connection window.
+pub const STREAM_WINDOW: u32 = 1024 * 1024;
 
 /// Connection-level receive window on the tunnel.
 ///
-/// Eight times the stream window: a front-end client that stops reading pins at most one stream
-/// window of it, so seven stalled streams still leave a full window for everybody else. We do not
-/// use h2's adaptive (BDP) window: it raises every stream's window to the connection's size, so a
-/// single stalled reader could stop the whole tunnel.
-pub const CONNECTION_WINDOW: u32 = 8 * STREAM_WINDOW;
+/// Every stream shares it, and a stream whose front-end client stopped reading keeps its
+/// unread data -- up to a stream window -- counted against it. So it is sized by how many
+/// readers may stall at once: 64 stream windows, so 63 paused players still leave a full
+/// window for everybody else (the memory is only used while clients are stalled). We do not
+/// use h2's adaptive (BDP) window: it raises every stream's window to the connection's size,
+/// so a single stalled reader could stop the whole tunnel.
+pub const CONNECTION_WINDOW: u32 = 64 * STREAM_WINDOW;
 
 /// Largest DATA frame we accept. 64 KiB instead of the 16 KiB default cuts per-frame overhead
 /// (headers, wakeups, TLS records) on bulk transfers while keeping streams interleaved finely.
