@@ -1,5 +1,10 @@
 //! `--upstream`: forward every stream from the tunnel to a local HTTP service (Jellyfin, Plex,
 //! Nextcloud, …), any method, bodies streamed both ways and never held back.
+//!
+//! Requests without a body use a connection pool. A request with a body gets a connection of
+//! its own, tied to the stream: if the proxy resets the stream (the front-end client went
+//! away mid-upload), the connection is closed, so the service sees the upload end instead of
+//! waiting on a half-sent body forever.
 
 use common::body::{self, BoxBody};
 use common::headers::remove_hop_by_hop;
@@ -9,7 +14,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::time::Duration;
 
 /// How long the local service may take to start answering (response headers). Bodies may
@@ -22,7 +27,22 @@ pub struct Upstream {
     base: Uri,
     scheme: Scheme,
     authority: Authority,
+    /// `host:port` to dial for requests with a body.
+    connect_to: String,
     client: Client<HttpConnector, Incoming>,
+}
+
+/// Why the local service could not be asked.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error("cannot connect: {0}")]
+    Connect(std::io::Error),
+    #[error("connect timed out")]
+    ConnectTimeout,
+    #[error("{0}")]
+    Http(#[from] hyper::Error),
+    #[error("{}", std::error::Error::source(.0).map(|s| s.to_string()).unwrap_or_else(|| .0.to_string()))]
+    Pooled(#[from] hyper_util::client::legacy::Error),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +76,8 @@ impl Upstream {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
             .build(connector);
-        Ok(Upstream { base: uri, scheme: Scheme::HTTP, authority, client })
+        let connect_to = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
+        Ok(Upstream { base: uri, scheme: Scheme::HTTP, authority, connect_to, client })
     }
 
     pub fn url(&self) -> &Uri {
@@ -84,14 +105,13 @@ impl Upstream {
             parts.headers.insert(header::HOST, host);
         }
         let req = Request::from_parts(parts, incoming);
-        match tokio::time::timeout(RESPONSE_HEADER_TIMEOUT, self.client.request(req)).await {
-            Ok(Ok(resp)) => {
-                let (mut parts, body) = resp.into_parts();
-                remove_hop_by_hop(&mut parts.headers);
-                Response::from_parts(parts, body::boxed(body))
+        match tokio::time::timeout(RESPONSE_HEADER_TIMEOUT, self.send(req)).await {
+            Ok(Ok(mut resp)) => {
+                remove_hop_by_hop(resp.headers_mut());
+                resp
             }
             Ok(Err(e)) => {
-                let cause = std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_else(|| e.to_string());
+                let cause = e.to_string();
                 tracing::warn!(upstream = %self.base, error = %cause, "upstream request failed");
                 error(StatusCode::BAD_GATEWAY, format!("502 bad gateway: upstream {} failed: {cause}", self.base))
             }
@@ -106,6 +126,65 @@ impl Upstream {
                 )
             }
         }
+    }
+}
+
+impl Upstream {
+    async fn send(&self, req: Request<Incoming>) -> Result<Response<BoxBody>, SendError> {
+        if http_body::Body::is_end_stream(req.body()) {
+            return Ok(self.client.request(req).await?.map(body::boxed));
+        }
+        let connect = tokio::net::TcpStream::connect(self.connect_to.as_str());
+        let tcp = match tokio::time::timeout(common::tuning::HANDSHAKE_TIMEOUT, connect).await {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(e)) => return Err(SendError::Connect(e)),
+            Err(_) => return Err(SendError::ConnectTimeout),
+        };
+        let _ = tcp.set_nodelay(true);
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+        // Dropped with this future (stream reset before the answer) or with the response body.
+        let conn = AbortOnDrop(tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        }));
+        let resp = sender.send_request(req).await?;
+        Ok(resp.map(|body| body::boxed(WithConnection { body, _conn: conn })))
+    }
+}
+
+/// Aborts the connection task when the stream that owns it is gone.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A response body that keeps its dedicated connection alive exactly as long as itself.
+struct WithConnection {
+    body: Incoming,
+    _conn: AbortOnDrop,
+}
+
+impl http_body::Body for WithConnection {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
