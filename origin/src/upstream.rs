@@ -141,31 +141,51 @@ impl Upstream {
             Err(_) => return Err(SendError::ConnectTimeout),
         };
         let _ = tcp.set_nodelay(true);
+        // A second handle on the socket, to reset it if the stream is abandoned (see below).
+        let (tcp, handle) = match tcp.into_std().and_then(|std| Ok((std.try_clone()?, std))) {
+            Ok((std, handle)) => (tokio::net::TcpStream::from_std(std).map_err(SendError::Connect)?, handle),
+            Err(e) => return Err(SendError::Connect(e)),
+        };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-        // Dropped with this future (stream reset before the answer) or with the response body.
-        let conn = AbortOnDrop(tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-        }));
+        // Owned by this future until the answer comes, then by the response body.
+        let conn = UploadConnection {
+            task: tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "upstream connection ended");
+                }
+            }),
+            socket: handle,
+            completed: false,
+        };
         let resp = sender.send_request(req).await?;
-        Ok(resp.map(|body| body::boxed(WithConnection { body, _conn: conn })))
+        Ok(resp.map(|body| body::boxed(WithConnection { body, conn })))
     }
 }
 
-/// Aborts the connection task when the stream that owns it is gone.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// A request's own connection to the service. If the stream goes away before the exchange
+/// completed, the connection is reset (RST), not closed: a FIN would queue behind the unsent
+/// upload and a service that is not reading would never see it.
+struct UploadConnection {
+    task: tokio::task::JoinHandle<()>,
+    socket: std::net::TcpStream,
+    completed: bool,
+}
 
-impl Drop for AbortOnDrop {
+impl Drop for UploadConnection {
     fn drop(&mut self) {
-        self.0.abort();
+        if self.completed {
+            return;
+        }
+        // Linger 0: the last close of the socket discards the send queue and sends RST.
+        let _ = socket2::SockRef::from(&self.socket).set_linger(Some(Duration::ZERO));
+        self.task.abort();
     }
 }
 
 /// A response body that keeps its dedicated connection alive exactly as long as itself.
 struct WithConnection {
     body: Incoming,
-    _conn: AbortOnDrop,
+    conn: UploadConnection,
 }
 
 impl http_body::Body for WithConnection {
@@ -176,7 +196,11 @@ impl http_body::Body for WithConnection {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            self.conn.completed = true;
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
