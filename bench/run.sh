@@ -4,6 +4,9 @@
 #
 #   ./bench/run.sh                 (or `make bench`, which builds first)
 #   BENCH_SECS=30 ./bench/run.sh   longer measurements (default 10 s each)
+#   BENCH_THREADS=0 ./bench/run.sh  p and c with their default worker count (one per core);
+#                                   the default here is 1 each: p, c and the load generator
+#                                   share this machine's cores
 #   P_BIN=... C_BIN=...            other binaries than ./bin/p and ./bin/c
 #
 # Tests, each against direct nginx and through p+c, in the same run:
@@ -32,12 +35,13 @@ BIN=$WORK/bin
 RESULTS_MD=$WORK/results.md
 
 SECS=${BENCH_SECS:-10}
+THREADS=${BENCH_THREADS:-1}
 WARM=${BENCH_WARMUP_SECS:-2}
 DL_RUNS=3
 WRK_ARGS=(-t2 -c64)
 H2_ARGS=(-t2 -c16 -m8)
 H2_INFLIGHT=$((16 * 8))
-CMDLINE="BENCH_SECS=$SECS${P_BIN:+ P_BIN=$P_BIN}${C_BIN:+ C_BIN=$C_BIN} $0${*:+ $*}"
+CMDLINE="BENCH_SECS=$SECS BENCH_THREADS=$THREADS${P_BIN:+ P_BIN=$P_BIN}${C_BIN:+ C_BIN=$C_BIN} $0${*:+ $*}"
 [ -n "${MAKELEVEL:-}" ] && CMDLINE="make bench, which ran: $CMDLINE"
 
 # Targets: ratio tunnel/direct must be >= these; p+c peak RSS below RSS_TARGET_MIB.
@@ -61,6 +65,7 @@ die() {
 }
 
 case $SECS in '' | *[!0-9]* | 0) die "BENCH_SECS must be a positive integer (got '$SECS')" ;; esac
+case $THREADS in '' | *[!0-9]*) die "BENCH_THREADS must be a whole number (got '$THREADS')" ;; esac
 case $WARM in '' | *[!0-9]* | 0) die "BENCH_WARMUP_SECS must be a positive integer (got '$WARM')" ;; esac
 
 # ---------------------------------------------------------------- processes and cleanup
@@ -376,10 +381,10 @@ mapfile -t NGX_PIDS < <(pgroup_pids "${PID[nginx]}")
 
 log "p (front end $TUNNEL, tunnel :$TUN_PORT, admin :$ADMIN_PORT) + c (serving $FILES)"
 start_bg p "$BIN/p" --listen "127.0.0.1:$FRONT_PORT" --tunnel-listen "127.0.0.1:$TUN_PORT" \
-  --admin-listen "127.0.0.1:$ADMIN_PORT" --certs-dir "$CERTS"
+  --admin-listen "127.0.0.1:$ADMIN_PORT" --certs-dir "$CERTS" --threads "$THREADS"
 wait_until 20 test -s "$CERTS/ca.pem" -a -s "$CERTS/token" ||
   { log_tail "$LOGS/p.log"; die "p did not write $CERTS/ca.pem and $CERTS/token"; }
-start_bg c "$BIN/c" --proxy "localhost:$TUN_PORT" --root "$FILES" --certs-dir "$CERTS" --name bench
+start_bg c "$BIN/c" --proxy "localhost:$TUN_PORT" --root "$FILES" --certs-dir "$CERTS" --name bench --threads "$THREADS"
 wait_until 30 code_is 200 "$TUNNEL/" ||
   { log_tail "$LOGS/p.log"; log_tail "$LOGS/c.log"; die "tunnel not ready: GET $TUNNEL/ -> $(http_code "$TUNNEL/")"; }
 check_alive nginx p c
