@@ -168,7 +168,7 @@ pub fn resolve(cli: &Cli) -> Result<Settings, UsageError> {
     };
     let app = match &cli.upstream {
         Some(url) => App::Upstream(Box::new(Upstream::new(url).map_err(|e| usage("--upstream", e))?)),
-        None => App::Files(FileServer::new(&cli.root).map_err(|e| usage("--root", e))?),
+        None => App::Files(FileServer::hiding(&cli.root, Some(&cli.certs_dir)).map_err(|e| usage("--root", e))?),
     };
     Ok(Settings { proxy, trust, token, name, app, notes })
 }

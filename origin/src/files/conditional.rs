@@ -213,7 +213,7 @@ mod tests {
 
     #[test]
     fn etag_and_date_formatting() {
-        let meta = FileMeta { kind: Kind::File, size: 255, mtime: 16, mtime_nsec: 1, ino: 10 };
+        let meta = FileMeta { kind: Kind::File, size: 255, mtime: 16, mtime_nsec: 1, ino: 10, dev: 1 };
         assert_eq!(etag(&meta), "\"a-ff-10.1\"");
         let other = FileMeta { mtime_nsec: 2, ..meta };
         assert_ne!(etag(&meta), etag(&other));

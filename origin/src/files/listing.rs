@@ -55,6 +55,9 @@ fn read_entries(root: &Root, dir: OwnedFd, rel: &Path) -> io::Result<Vec<Entry>>
                 Err(_) => continue,
             }
         }
+        if root.hides(&meta) {
+            continue;
+        }
         let is_dir = match meta.kind {
             Kind::Dir => true,
             Kind::File => false,

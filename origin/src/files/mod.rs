@@ -56,7 +56,19 @@ impl fmt::Debug for FileServer {
 impl FileServer {
     /// Opens the root, which must be an existing directory; it is canonicalized once, here.
     pub fn new(root: &Path) -> io::Result<FileServer> {
-        Ok(FileServer { root: Arc::new(Root::open(root)?), small: Arc::default() })
+        Self::hiding(root, None)
+    }
+
+    /// Like [`FileServer::new`], but `hidden` (when it lies beneath the root) and everything in
+    /// it are never served or listed, however they are reached: 404, as if absent. The origin
+    /// hides its certificates directory this way, so a first run with `--root .` next to
+    /// `certs/` cannot hand out the token.
+    pub fn hiding(root: &Path, hidden: Option<&Path>) -> io::Result<FileServer> {
+        let mut root = Root::open(root)?;
+        if let Some(dir) = hidden {
+            root.hide(dir);
+        }
+        Ok(FileServer { root: Arc::new(root), small: Arc::default() })
     }
 
     /// The canonical root directory being served.
@@ -175,6 +187,9 @@ fn serve(root: &Root, small: &SmallFiles, target: Target, ask: Ask) -> Outcome {
         Ok(fd) => fd,
         Err(e) => return Outcome::Ready(path::reject_for(e, &target.rel).response(ask.head)),
     };
+    if root.is_hidden(&fd) {
+        return Outcome::Ready(Reject::NotFound.response(ask.head));
+    }
     let meta = match FileMeta::of(&fd) {
         Ok(meta) => meta,
         Err(e) => {

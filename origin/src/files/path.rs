@@ -1,7 +1,7 @@
 //! Request-path decoding and opening paths strictly beneath the served root (openat2, with a canonicalize fallback).
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -120,6 +120,16 @@ pub(crate) struct Root {
     fd: OwnedFd,
     /// False when the kernel lacks openat2; then every open canonicalizes and checks the prefix.
     openat2: AtomicBool,
+    /// A directory beneath the root that is never served or listed (the origin's own keys).
+    hidden: Option<Hidden>,
+}
+
+/// A hidden directory: its canonical path (to check what an fd resolves to) and its identity
+/// (to leave it, or a symlink to it, out of listings).
+struct Hidden {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
 }
 
 impl Root {
@@ -147,7 +157,38 @@ impl Root {
         if !openat2 {
             debug!(root = %dir.display(), "openat2 unavailable, checking canonical paths instead");
         }
-        Ok(Root { dir, fd, openat2: AtomicBool::new(openat2) })
+        Ok(Root { dir, fd, openat2: AtomicBool::new(openat2), hidden: None })
+    }
+
+    /// Never serve or list `dir` or anything in it, if it lies beneath the root.
+    pub(crate) fn hide(&mut self, dir: &Path) {
+        let Ok(path) = fs::canonicalize(dir) else { return };
+        if !path.starts_with(&self.dir) {
+            return;
+        }
+        if let Ok(st) = rustix::fs::stat(&path) {
+            let meta = FileMeta::from_stat(&st);
+            self.hidden = Some(Hidden { path, dev: meta.dev, ino: meta.ino });
+        }
+    }
+
+    /// Whether an opened file or directory is the hidden directory or lies inside it. Asks the
+    /// kernel where the fd really is (so symlinks and `..` tricks make no difference); if it
+    /// cannot say, the answer is yes: better a 404 than a leaked key.
+    pub(crate) fn is_hidden(&self, fd: &OwnedFd) -> bool {
+        let Some(hidden) = &self.hidden else { return false };
+        match fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) {
+            Ok(real) => real.starts_with(&hidden.path),
+            Err(e) => {
+                warn!(error = %e, "cannot tell where an opened file lies; refusing it");
+                true
+            }
+        }
+    }
+
+    /// Whether a listed entry is the hidden directory itself.
+    pub(crate) fn hides(&self, meta: &FileMeta) -> bool {
+        self.hidden.as_ref().is_some_and(|h| h.dev == meta.dev && h.ino == meta.ino)
     }
 
     /// The canonical root directory.
@@ -230,6 +271,7 @@ pub(crate) struct FileMeta {
     pub(crate) mtime: i64,
     pub(crate) mtime_nsec: u32,
     pub(crate) ino: u64,
+    pub(crate) dev: u64,
 }
 
 impl FileMeta {
@@ -253,6 +295,7 @@ impl FileMeta {
             mtime: i64::from(st.st_mtime),
             mtime_nsec: u32::try_from(u64::from(st.st_mtime_nsec)).unwrap_or(0),
             ino: u64::from(st.st_ino),
+            dev: u64::from(st.st_dev),
         }
     }
 }

@@ -550,3 +550,34 @@ fn handle_future_is_send() {
     let future = f.server.handle(Request::new(()));
     assert_send(&future);
 }
+
+#[tokio::test]
+async fn the_hidden_directory_is_never_served_or_listed() {
+    let f = fixture();
+    let certs = f.root.join("certs");
+    fs::create_dir(&certs).unwrap();
+    fs::write(certs.join("token"), b"the-secret-token\n").unwrap();
+    std::os::unix::fs::symlink(&certs, f.root.join("alias")).unwrap();
+    std::os::unix::fs::symlink("certs/token", f.root.join("token-link")).unwrap();
+    let server = FileServer::hiding(&f.root, Some(&certs)).unwrap();
+    for uri in [
+        "/certs/token",
+        "/certs/",
+        "/certs",
+        "/alias/token",
+        "/token-link",
+        "/./certs/token",
+        "/sub%20dir/../certs/token",
+    ] {
+        let r = get(&server, uri, &[]).await;
+        assert!(r.status.is_client_error(), "{uri}: {}", r.status);
+        assert!(!String::from_utf8_lossy(&r.body).contains("secret"), "{uri} leaked");
+    }
+    let listing = get(&server, "/", &[]).await;
+    let html = String::from_utf8_lossy(&listing.body).into_owned();
+    assert!(!html.contains("certs") && !html.contains("alias"), "{html}");
+    assert!(html.contains("hello.txt"));
+    // The rest of the tree is served as usual, and without hiding the directory is visible.
+    assert_eq!(get(&server, "/hello.txt", &[]).await.status, StatusCode::OK);
+    assert_eq!(get(&f.server, "/certs/token", &[]).await.status, StatusCode::OK);
+}
