@@ -24,3 +24,27 @@ pub fn usage_error(flag: &str, message: impl std::fmt::Display) -> ! {
     eprintln!("error: invalid value for {flag}: {message}");
     std::process::exit(EX_USAGE);
 }
+
+/// A flag whose value cannot be used, and why; `main` reports it and exits 64.
+#[derive(Debug)]
+pub struct UsageError {
+    pub flag: &'static str,
+    pub message: String,
+}
+
+pub fn usage(flag: &'static str, message: impl std::fmt::Display) -> UsageError {
+    UsageError { flag, message: message.to_string() }
+}
+
+/// The token given explicitly with `--token` or `--token-file`, if either was.
+pub fn explicit_token(
+    token: Option<&str>,
+    token_file: Option<&std::path::Path>,
+) -> Result<Option<crate::Secret>, UsageError> {
+    match (token, token_file) {
+        (Some(t), _) if t.trim().is_empty() => Err(usage("--token", "the token is empty")),
+        (Some(t), _) => Ok(Some(crate::Secret::new(t.trim()))),
+        (None, Some(path)) => crate::certs::read_token_file(path).map(Some).map_err(|e| usage("--token-file", e)),
+        (None, None) => Ok(None),
+    }
+}

@@ -98,16 +98,8 @@ pub struct Settings {
     pub notes: Vec<String>,
 }
 
-/// A flag whose value cannot be used, and why.
-#[derive(Debug)]
-pub struct UsageError {
-    pub flag: &'static str,
-    pub message: String,
-}
-
-fn usage(flag: &'static str, message: impl std::fmt::Display) -> UsageError {
-    UsageError { flag, message: message.to_string() }
-}
+use common::cli::usage;
+pub use common::cli::UsageError;
 
 pub fn parse_proxy_addr(s: &str) -> Result<ProxyAddr, String> {
     let (host, port) = s.rsplit_once(':').ok_or_else(|| format!("{s:?} has no port; use HOST:PORT"))?;
@@ -147,11 +139,9 @@ pub fn resolve(cli: &Cli) -> Result<Settings, UsageError> {
         notes.push(format!("no {} found: verifying the proxy with the system's trusted roots", default_ca.display()));
         Trust::SystemRoots
     };
-    let token = match (&cli.token, &cli.token_file) {
-        (Some(t), _) if t.trim().is_empty() => return Err(usage("--token", "the token is empty")),
-        (Some(t), _) => Secret::new(t.trim()),
-        (None, Some(path)) => certs::read_token_file(path).map_err(|e| usage("--token-file", e))?,
-        (None, None) => {
+    let token = match common::cli::explicit_token(cli.token.as_deref(), cli.token_file.as_deref())? {
+        Some(token) => token,
+        None => {
             let path = cli.certs_dir.join(certs::TOKEN_FILE);
             if !path.is_file() {
                 return Err(usage(

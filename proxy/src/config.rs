@@ -84,16 +84,8 @@ pub enum Command {
     Status,
 }
 
-/// A flag whose value cannot be used, and why.
-#[derive(Debug)]
-pub struct UsageError {
-    pub flag: &'static str,
-    pub message: String,
-}
-
-fn usage(flag: &'static str, message: impl std::fmt::Display) -> UsageError {
-    UsageError { flag, message: message.to_string() }
-}
+use common::cli::usage;
+pub use common::cli::UsageError;
 
 /// Everything the proxy needs beyond its listeners.
 #[derive(Debug)]
@@ -141,11 +133,9 @@ pub fn resolve(cli: &Cli) -> Result<Settings, UsageError> {
     } else {
         None
     };
-    let token = match (&cli.token, &cli.token_file) {
-        (Some(t), _) if t.trim().is_empty() => return Err(usage("--token", "the token is empty")),
-        (Some(t), _) => Secret::new(t.trim()),
-        (None, Some(path)) => certs::read_token_file(path).map_err(|e| usage("--token-file", e))?,
-        (None, None) => {
+    let token = match common::cli::explicit_token(cli.token.as_deref(), cli.token_file.as_deref())? {
+        Some(token) => token,
+        None => {
             let (token, path, created) = certs::ensure_token(&cli.certs_dir).map_err(|e| usage("--certs-dir", e))?;
             let verb = if created { "created" } else { "using" };
             notes.push(format!("{verb} the origin token in {} (mode 0600; never logged)", path.display()));
