@@ -5,6 +5,7 @@ use std::future::Future;
 /// A multi-threaded runtime with `threads` workers (0: one per CPU core) and, if given, a cap
 /// on the blocking pool. On failure, reports and exits with status 1.
 pub fn build(threads: usize, max_blocking: Option<usize>) -> tokio::runtime::Runtime {
+    raise_fd_limit();
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if threads > 0 {
@@ -41,4 +42,19 @@ where
         }
     });
     std::process::exit(code)
+}
+
+/// Raise the soft limit on open files to the hard limit, as Go's runtime does. Every
+/// front-end connection, tunnel and connection to a local service is a file descriptor, and
+/// many systems start processes with a soft limit of 1024 while allowing far more.
+pub fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let Some(current) = limit.current else { return };
+    let target = limit.maximum.unwrap_or(u64::MAX).min(1 << 20);
+    if target > current {
+        if let Err(e) = setrlimit(Resource::Nofile, Rlimit { current: Some(target), maximum: limit.maximum }) {
+            tracing::debug!(error = %e, "cannot raise the open-file limit");
+        }
+    }
 }

@@ -57,9 +57,10 @@ for proto in --http1.1 --http2-prior-knowledge; do
   kill -KILL "$curl_pid"
   wait "$curl_pid" 2>/dev/null
   if [ "$proto" = --http1.1 ]; then
-    # Known limitation: while the tunnel gives the upload no room, hyper does not read the
-    # HTTP/1.1 socket, so the client's disconnect is noticed only when the service answers
-    # (c gives it 120 s) -- not within seconds. HTTP/2 clients send RST_STREAM and are
+    # Known limitation: an HTTP/1.1 upload is backpressured by TCP itself (p stops reading,
+    # its receive window closes), so a client killed mid-upload leaves its FIN queued in its
+    # own kernel behind the unsent bytes: nothing reaches p until the service answers (c
+    # gives it 120 s). HTTP/2 clients send RST_STREAM (h2 keeps the TCP window open) and are
     # covered below.
     skip "$proto: a client that gives up mid-upload is noticed only when the service answers (known limitation)"
     touch "$trig/$id"
