@@ -122,6 +122,15 @@ fn files(root: &Path) -> App {
     App::Files(FileServer::new(root).unwrap())
 }
 
+/// A proxy with one origin named `media` serving [`media_dir`], connected.
+async fn proxy_with_media_origin() -> (TestProxy, tempfile::TempDir) {
+    let p = start_proxy().await;
+    let media = media_dir();
+    start_origin(origin_settings(&p, "media", p.token.clone(), files(media.path())));
+    connected(&p, "media").await;
+    (p, media)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_origin_is_a_prompt_502() {
     let p = start_proxy().await;
@@ -133,10 +142,7 @@ async fn no_origin_is_a_prompt_502() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_cross_the_tunnel_byte_exact() {
-    let p = start_proxy().await;
-    let media = media_dir();
-    start_origin(origin_settings(&p, "media", p.token.clone(), files(media.path())));
-    connected(&p, "media").await;
+    let (p, _media) = proxy_with_media_origin().await;
 
     let (status, headers, body) = get(p.front, "/small.txt").await;
     assert_eq!(status, StatusCode::OK);
@@ -154,10 +160,7 @@ async fn files_cross_the_tunnel_byte_exact() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_front_end_with_prior_knowledge() {
-    let p = start_proxy().await;
-    let media = media_dir();
-    start_origin(origin_settings(&p, "media", p.token.clone(), files(media.path())));
-    connected(&p, "media").await;
+    let (p, _media) = proxy_with_media_origin().await;
     let tcp = TcpStream::connect(p.front).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
@@ -210,10 +213,7 @@ async fn untrusted_proxy_certificate_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paused_readers_do_not_stall_other_streams() {
-    let p = start_proxy().await;
-    let media = media_dir();
-    start_origin(origin_settings(&p, "media", p.token.clone(), files(media.path())));
-    connected(&p, "media").await;
+    let (p, _media) = proxy_with_media_origin().await;
     // Twelve paused players: 24 MiB downloads whose bodies are never read, so their stream
     // windows fill and stay full, pinning part of the tunnel's connection window.
     let mut held = Vec::new();
@@ -304,10 +304,7 @@ async fn reconnecting_origin_replaces_its_registration() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_vanishing_with_many_requests_in_flight_keeps_the_tunnel() {
-    let p = start_proxy().await;
-    let media = media_dir();
-    start_origin(origin_settings(&p, "media", p.token.clone(), files(media.path())));
-    connected(&p, "media").await;
+    let (p, _media) = proxy_with_media_origin().await;
     let tunnel_id = p.proxy.registry.tunnels_of("media")[0].id;
     // Several HTTP/2 front-end connections each open 200 streams and vanish at once, so the
     // proxy resets hundreds of tunnel streams, many before the origin has accepted them.
