@@ -13,10 +13,12 @@ pub mod cli;
 pub mod headers;
 pub mod logging;
 pub mod protocol;
+pub mod ratelimit;
 pub mod runtime;
 pub mod secret;
 pub mod shutdown;
 pub mod tls;
 pub mod tuning;
+pub mod tunnel;
 
 pub use secret::Secret;

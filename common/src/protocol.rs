@@ -44,6 +44,19 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// A short name for metrics labels.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Rejection::NotFound => "not_found",
+            Rejection::MethodNotAllowed(_) => "method",
+            Rejection::Malformed(_) => "malformed",
+            Rejection::UnsupportedProtocol(_) => "protocol_version",
+            Rejection::MissingToken => "missing_token",
+            Rejection::WrongToken => "wrong_token",
+            Rejection::InvalidName(_) => "invalid_name",
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Rejection::NotFound => StatusCode::NOT_FOUND,

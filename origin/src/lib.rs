@@ -13,7 +13,6 @@ use config::{App, Settings};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -105,18 +104,7 @@ pub async fn serve_tunnel(
         let app = app.clone();
         async move { Ok::<_, Infallible>(app.handle(req).await) }
     });
-    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(tuning::STREAM_WINDOW)
-        .initial_connection_window_size(tuning::CONNECTION_WINDOW)
-        .max_frame_size(tuning::MAX_FRAME_SIZE)
-        .max_send_buf_size(tuning::MAX_SEND_BUFFER)
-        .max_concurrent_streams(tuning::MAX_CONCURRENT_STREAMS)
-        .max_pending_accept_reset_streams(tuning::MAX_PENDING_ACCEPT_RESETS)
-        .max_header_list_size(tuning::MAX_HEADER_LIST_SIZE)
-        .keep_alive_interval(tuning::KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(tuning::KEEPALIVE_TIMEOUT)
-        .serve_connection(upgraded, service);
+    let conn = common::tunnel::server_builder().serve_connection(upgraded, service);
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => return r,
