@@ -22,14 +22,30 @@ pub struct Counters {
     pub no_origin: AtomicU64,
     pub origin_failed: AtomicU64,
     pub bad_request: AtomicU64,
+    pub response_timeout: AtomicU64,
+    pub client_busy: AtomicU64,
+    /// Tunnel-port connections that did not become a tunnel, by reason.
+    tunnel_rejections: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl Counters {
+    pub fn tunnel_rejected(&self, reason: &'static str) {
+        let mut map = self.tunnel_rejections.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry(reason).or_insert(0) += 1;
+    }
+
+    pub fn tunnel_rejections(&self) -> Vec<(&'static str, u64)> {
+        let map = self.tunnel_rejections.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
     pub fn record_failure(&self, e: &ForwardError) {
         let counter = match e {
             ForwardError::NoOrigin => &self.no_origin,
             ForwardError::Origin { .. } | ForwardError::TunnelsClosed => &self.origin_failed,
-            ForwardError::NoHost | ForwardError::BadHost(_) | ForwardError::UnsupportedMethod(_) => &self.bad_request,
+            ForwardError::ResponseTimeout { .. } => &self.response_timeout,
+            ForwardError::ClientBusy(_) => &self.client_busy,
+            ForwardError::NoHost | ForwardError::BadHost(_) | ForwardError::Unsupported(_) => &self.bad_request,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -91,7 +107,57 @@ fn metrics_text(proxy: &Proxy) -> Result<String, std::fmt::Error> {
     failed.get_or_create(&vec![("reason", "no_origin")]).inc_by(c.no_origin.load(Ordering::Relaxed));
     failed.get_or_create(&vec![("reason", "origin_failed")]).inc_by(c.origin_failed.load(Ordering::Relaxed));
     failed.get_or_create(&vec![("reason", "bad_request")]).inc_by(c.bad_request.load(Ordering::Relaxed));
+    failed.get_or_create(&vec![("reason", "response_timeout")]).inc_by(c.response_timeout.load(Ordering::Relaxed));
+    failed.get_or_create(&vec![("reason", "client_busy")]).inc_by(c.client_busy.load(Ordering::Relaxed));
     registry.register("failed_requests", "Front-end requests answered by the proxy itself with an error", failed);
+
+    let rejections = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
+    for (reason, n) in c.tunnel_rejections() {
+        rejections.get_or_create(&vec![("reason", reason)]).inc_by(n);
+    }
+    registry.register(
+        "tunnel_rejections",
+        "Tunnel-port connections that did not become a tunnel, by reason",
+        rejections,
+    );
+
+    let refused = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
+    let per_client = &proxy.per_client;
+    for (listener, limiter) in
+        [("frontend", &per_client.frontend), ("tunnel", &per_client.tunnel), ("admin", &per_client.admin)]
+    {
+        refused.get_or_create(&vec![("listener", listener)]).inc_by(limiter.refused.load(Ordering::Relaxed));
+    }
+    registry.register(
+        "connections_refused",
+        "Connections closed at once because their client address held its limit, by listener",
+        refused,
+    );
+
+    let evicted = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
+    let stalls = &proxy.stalls;
+    evicted.get_or_create(&vec![("reason", "stalled")]).inc_by(stalls.evicted_pressure.load(Ordering::Relaxed));
+    evicted
+        .get_or_create(&vec![("reason", "send_timeout")])
+        .inc_by(stalls.evicted_send_timeout.load(Ordering::Relaxed));
+    registry.register(
+        "streams_evicted",
+        "Streams the proxy reset because their front-end client stopped reading",
+        evicted,
+    );
+
+    let in_flight = Gauge::<i64>::default();
+    in_flight.set(stalls.len() as i64);
+    registry.register("responses_in_flight", "Responses streaming from origins to front-end clients", in_flight);
+
+    let suppressed = Counter::<u64>::default();
+    suppressed.inc_by(
+        crate::server::log_suppressed()
+            + crate::frontend::log_suppressed()
+            + crate::forward::log_suppressed()
+            + crate::tunnel::log_suppressed(),
+    );
+    registry.register("log_suppressed", "Repeated warning lines left out of the log by rate limiting", suppressed);
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &registry)?;
     Ok(out)

@@ -5,11 +5,13 @@ use clap::{Parser, Subcommand};
 use common::certs;
 use common::logging::LogFormat;
 use common::tls;
+use common::tuning;
 use common::Secret;
 use rustls::ServerConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -76,6 +78,48 @@ pub struct Cli {
     /// Log line format.
     #[arg(long, env = "REVMUX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+
+    /// A front-end client must send each request head within this (e.g. 30s, 1m).
+    #[arg(long, env = "REVMUX_HEADER_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    pub header_timeout: Duration,
+
+    /// A front-end connection with no request in flight is closed after this.
+    #[arg(long, env = "REVMUX_IDLE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    pub idle_timeout: Duration,
+
+    /// A front-end client that takes no response data for this long is dropped.
+    #[arg(long, env = "REVMUX_SEND_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    pub send_timeout: Duration,
+
+    /// An origin must start answering (send response headers) within this, else 504.
+    #[arg(long, env = "REVMUX_RESPONSE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = duration)]
+    pub response_timeout: Duration,
+
+    /// Front-end connections one client address (IPv4, or IPv6 /64) may hold at once.
+    #[arg(long, env = "REVMUX_MAX_CONNECTIONS_PER_CLIENT", value_name = "N", default_value_t = tuning::MAX_CONNECTIONS_PER_CLIENT, value_parser = at_least_one)]
+    pub max_connections_per_client: usize,
+
+    /// Requests one client address may have in flight at once; more wait for one of its own
+    /// to finish (503 after 30 s).
+    #[arg(long, env = "REVMUX_MAX_STREAMS_PER_CLIENT", value_name = "N", default_value_t = tuning::MAX_STREAMS_PER_CLIENT, value_parser = at_least_one)]
+    pub max_streams_per_client: usize,
+}
+
+/// A count flag: a whole number of at least 1.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?} is not a whole number of at least 1")),
+    }
+}
+
+/// A duration flag: `30s`, `1m`, `500ms`; at least one millisecond.
+fn duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (write it like 30s, 2m or 500ms)"))?;
+    if d < Duration::from_millis(1) {
+        return Err("must be at least 1ms".into());
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Subcommand)]
@@ -95,6 +139,7 @@ pub struct Settings {
     pub token: Secret,
     /// What was set up, for the start-up log: (what, where).
     pub notes: Vec<String>,
+    pub limits: crate::Limits,
 }
 
 /// Load or create certificates and the token as the flags say.
@@ -142,5 +187,13 @@ pub fn resolve(cli: &Cli) -> Result<Settings, UsageError> {
             token
         }
     };
-    Ok(Settings { tunnel_tls, frontend_tls, token, notes })
+    let limits = crate::Limits {
+        header_timeout: cli.header_timeout,
+        idle_timeout: cli.idle_timeout,
+        send_timeout: cli.send_timeout,
+        response_timeout: cli.response_timeout,
+        max_connections_per_client: cli.max_connections_per_client,
+        max_streams_per_client: cli.max_streams_per_client,
+    };
+    Ok(Settings { tunnel_tls, frontend_tls, token, notes, limits })
 }

@@ -1,24 +1,39 @@
 //! The proxy's public port: HTTP/1.1, h2c with prior knowledge, or TLS with ALPN `h2` and
-//! `http/1.1`; every request is routed and forwarded to an origin.
+//! `http/1.1`. Every connection has deadlines for its TLS handshake and first bytes, each
+//! request head, idleness and sending; every request is routed and forwarded to an origin.
 
 use crate::forward::{self, FrontendConn};
+use crate::io::{self as fio, FrontIo, Protocol};
+use crate::stall::ConnActivity;
 use crate::{route, Proxy};
 use common::body::BoxBody;
+use common::ratelimit::{truncate_for_log, LogLimiter};
 use common::tuning;
 use http::uri::Scheme;
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::rt::{Read, Write};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, Instrument};
+
+/// Longest request field (path, host) written to a log line.
+pub const LOG_FIELD_MAX: usize = 256;
+
+static NOT_FORWARDED: LogLimiter = LogLimiter::standard();
+
+/// Lines left out by the front end's limiters.
+pub fn log_suppressed() -> u64 {
+    NOT_FORWARDED.suppressed_total()
+}
 
 /// Serve one front-end connection, over TLS when `acceptor` is set.
 pub async fn serve_conn(
@@ -31,10 +46,19 @@ pub async fn serve_conn(
     let span = tracing::debug_span!("conn", %peer);
     async move {
         match acceptor {
-            None => serve_http(proxy, TokioIo::new(tcp), FrontendConn { peer, scheme: Scheme::HTTP }, watcher).await,
+            None => {
+                let conn = FrontendConn { peer, scheme: Scheme::HTTP };
+                serve_stream(proxy, tcp, None, conn, watcher).await
+            }
             Some(acceptor) => match tokio::time::timeout(tuning::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => {
-                    serve_http(proxy, TokioIo::new(tls), FrontendConn { peer, scheme: Scheme::HTTPS }, watcher).await
+                    // ALPN decides; without it a TLS client speaks HTTP/1.1 (RFC 9113 §3.2).
+                    let alpn = match tls.get_ref().1.alpn_protocol() {
+                        Some(b"h2") => Protocol::Http2,
+                        _ => Protocol::Http1,
+                    };
+                    let conn = FrontendConn { peer, scheme: Scheme::HTTPS };
+                    serve_stream(proxy, tls, Some(alpn), conn, watcher).await
                 }
                 Ok(Err(e)) => debug!(error = %e, "front-end TLS handshake failed"),
                 Err(_) => debug!("front-end TLS handshake timed out"),
@@ -45,46 +69,126 @@ pub async fn serve_conn(
     .await
 }
 
-async fn serve_http<I>(proxy: Arc<Proxy>, io: I, conn: FrontendConn, watcher: Watcher)
+/// Read the first bytes under the deadline, settle the protocol (ALPN's choice when there is
+/// one) and serve it.
+async fn serve_stream<T>(proxy: Arc<Proxy>, mut io: T, alpn: Option<Protocol>, conn: FrontendConn, watcher: Watcher)
 where
-    I: Read + Write + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let prefix = match fio::read_prefix(&mut io, tuning::HANDSHAKE_TIMEOUT).await {
+        Ok(prefix) => prefix,
+        Err(e) => {
+            debug!(error = %e, "front-end connection closed before its first request");
+            return;
+        }
+    };
+    let protocol = alpn.unwrap_or_else(|| fio::sniff(&prefix));
+    let io = TokioIo::new(FrontIo::new(io, prefix, proxy.limits.send_timeout));
+    serve_http(proxy, io, protocol, conn, watcher).await
+}
+
+async fn serve_http<I>(proxy: Arc<Proxy>, io: I, protocol: Protocol, conn: FrontendConn, watcher: Watcher)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let activity = Arc::new(ConnActivity::default());
+    activity.last_change_ms.store(proxy.stalls.now_ms(), Ordering::Relaxed);
     let conn = Arc::new(conn);
-    let service = service_fn(move |req| {
-        let proxy = proxy.clone();
-        let conn = conn.clone();
-        async move { Ok::<_, Infallible>(handle(&proxy, req, &conn).await) }
-    });
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(tuning::HEADER_READ_TIMEOUT).max_headers(128);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(tuning::MAX_HEADER_LIST_SIZE)
-        .max_concurrent_streams(256)
-        .initial_stream_window_size(tuning::STREAM_WINDOW)
-        .initial_connection_window_size(tuning::CONNECTION_WINDOW)
-        .max_send_buf_size(tuning::MAX_SEND_BUFFER)
-        .keep_alive_interval(tuning::KEEPALIVE_INTERVAL * 4)
-        .keep_alive_timeout(tuning::KEEPALIVE_TIMEOUT * 2);
-    let served = builder.serve_connection_with_upgrades(io, service).into_owned();
-    if let Err(e) = watcher.watch(served).await {
+    let service = {
+        let (proxy, activity) = (proxy.clone(), activity.clone());
+        service_fn(move |req| {
+            let (proxy, conn, activity) = (proxy.clone(), conn.clone(), activity.clone());
+            async move { Ok::<_, Infallible>(handle(&proxy, req, &conn, activity).await) }
+        })
+    };
+    let limits = &proxy.limits;
+    let served = match protocol {
+        Protocol::Http1 => {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size(tuning::FRONTEND_BUFFER)
+                .max_header_size(tuning::MAX_REQUEST_HEAD)
+                .max_headers(128)
+                .serve_connection(io, service);
+            watch_idle(&proxy, &activity, watcher.watch(conn)).await
+        }
+        Protocol::Http2 => {
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_header_list_size(tuning::MAX_REQUEST_HEAD as u32)
+                .max_concurrent_streams(tuning::FRONTEND_MAX_CONCURRENT_STREAMS)
+                .initial_stream_window_size(tuning::STREAM_WINDOW)
+                .initial_connection_window_size(tuning::FRONTEND_H2_CONNECTION_WINDOW)
+                .max_send_buf_size(tuning::MAX_SEND_BUFFER)
+                .keep_alive_interval(tuning::KEEPALIVE_INTERVAL * 4)
+                .keep_alive_timeout(tuning::KEEPALIVE_TIMEOUT * 2)
+                .serve_connection(io, service);
+            watch_idle(&proxy, &activity, watcher.watch(conn)).await
+        }
+    };
+    if let Some(Err(e)) = served {
         debug!(error = %e, "front-end connection ended with an error");
     }
 }
 
+/// Run a connection until it ends, or drop it once it has had no request for the idle
+/// timeout, or when every request in flight on it has been reset as stalled. Returns `None`
+/// when the connection was dropped.
+async fn watch_idle<F, E>(proxy: &Proxy, activity: &ConnActivity, served: F) -> Option<Result<(), E>>
+where
+    F: std::future::Future<Output = Result<(), E>>,
+{
+    let idle_ms = proxy.limits.idle_timeout.as_millis() as u64;
+    let check = async {
+        let mut tick = tokio::time::interval(Duration::from_secs(1).min(proxy.limits.idle_timeout));
+        loop {
+            tick.tick().await;
+            let in_flight = activity.in_flight.load(Ordering::Relaxed);
+            if in_flight == 0 {
+                let since = proxy.stalls.now_ms().saturating_sub(activity.last_change_ms.load(Ordering::Relaxed));
+                if since >= idle_ms {
+                    debug!("closing an idle front-end connection");
+                    return;
+                }
+            } else if activity.evicted.load(Ordering::Relaxed) >= in_flight {
+                debug!("closing a front-end connection whose every request was reset as stalled");
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        r = served => Some(r),
+        _ = check => None,
+    }
+}
+
 /// Route and forward one front-end request; failures become a precise status with a reason.
-pub async fn handle(proxy: &Proxy, req: Request<Incoming>, conn: &FrontendConn) -> Response<BoxBody> {
+pub async fn handle(
+    proxy: &Proxy,
+    req: Request<Incoming>,
+    conn: &FrontendConn,
+    activity: Arc<ConnActivity>,
+) -> Response<BoxBody> {
     let candidates = route::candidates(&proxy.registry, &req);
     let (method, uri) = (req.method().clone(), req.uri().clone());
-    match forward::forward(req, conn, candidates).await {
+    match forward::forward(proxy, req, conn, candidates, activity).await {
         Ok(resp) => {
-            debug!(%method, %uri, status = resp.status().as_u16(), "forwarded");
+            debug!(%method, uri = %truncate_for_log(&uri.to_string(), LOG_FIELD_MAX), status = resp.status().as_u16(), "forwarded");
             resp
         }
         Err(e) => {
             proxy.counters.record_failure(&e);
-            tracing::warn!(%method, %uri, peer = %conn.peer, error = %e, "request not forwarded");
+            if let Some(suppressed) = NOT_FORWARDED.allow() {
+                tracing::warn!(
+                    %method,
+                    uri = %truncate_for_log(&uri.to_string(), LOG_FIELD_MAX),
+                    peer = %conn.peer,
+                    error = %truncate_for_log(&e.to_string(), LOG_FIELD_MAX),
+                    suppressed,
+                    "request not forwarded"
+                );
+            }
             e.into_response()
         }
     }

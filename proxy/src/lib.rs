@@ -1,15 +1,18 @@
 //! revmux proxy `p`: accepts tunnels from origins and forwards front-end requests over them.
 
 pub mod admin;
+pub mod clients;
 pub mod config;
 pub mod forward;
 pub mod frontend;
+pub mod io;
 pub mod registry;
 pub mod route;
 pub mod server;
+pub mod stall;
 pub mod tunnel;
 
-use common::Secret;
+use common::{tuning, Secret};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -18,6 +21,7 @@ use rustls::ServerConfig;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -28,17 +32,72 @@ pub const MAX_FRONTEND_CONNECTIONS: usize = 16 * 1024;
 /// Most connections on the tunnel port at once (handshakes included).
 pub const MAX_TUNNEL_CONNECTIONS: usize = 1024;
 
+/// Deadlines and per-client shares of the front end (flags; `common::tuning` has the reasons).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub send_timeout: Duration,
+    pub response_timeout: Duration,
+    pub max_connections_per_client: usize,
+    pub max_streams_per_client: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_timeout: tuning::HEADER_READ_TIMEOUT,
+            idle_timeout: tuning::IDLE_TIMEOUT,
+            send_timeout: tuning::SEND_TIMEOUT,
+            response_timeout: tuning::RESPONSE_TIMEOUT,
+            max_connections_per_client: tuning::MAX_CONNECTIONS_PER_CLIENT,
+            max_streams_per_client: tuning::MAX_STREAMS_PER_CLIENT,
+        }
+    }
+}
+
 /// State shared by every connection of one proxy.
 #[derive(Debug)]
 pub struct Proxy {
     pub registry: registry::Registry,
     pub token: Secret,
     pub counters: admin::Counters,
+    pub limits: Limits,
+    /// Requests in flight per client address.
+    pub slots: Arc<clients::StreamSlots>,
+    /// Responses in flight, watched for stalled front-end clients.
+    pub stalls: Arc<stall::Stalls>,
+    /// Connections per client address on each listener.
+    pub per_client: PerClient,
+}
+
+/// The per-client connection limiters of the three listeners.
+#[derive(Debug)]
+pub struct PerClient {
+    pub frontend: Arc<clients::ConnLimiter>,
+    pub tunnel: Arc<clients::ConnLimiter>,
+    pub admin: Arc<clients::ConnLimiter>,
 }
 
 impl Proxy {
     pub fn new(token: Secret) -> Arc<Self> {
-        Arc::new(Proxy { registry: registry::Registry::new(), token, counters: admin::Counters::default() })
+        Self::with_limits(token, Limits::default())
+    }
+
+    pub fn with_limits(token: Secret, limits: Limits) -> Arc<Self> {
+        Arc::new(Proxy {
+            registry: registry::Registry::new(),
+            token,
+            counters: admin::Counters::default(),
+            slots: clients::StreamSlots::new(limits.max_streams_per_client),
+            stalls: stall::Stalls::new(limits.send_timeout),
+            per_client: PerClient {
+                frontend: clients::ConnLimiter::new(limits.max_connections_per_client),
+                tunnel: clients::ConnLimiter::new(tuning::MAX_TUNNEL_CONNECTIONS_PER_CLIENT),
+                admin: clients::ConnLimiter::new(tuning::MAX_ADMIN_CONNECTIONS_PER_CLIENT),
+            },
+            limits,
+        })
     }
 }
 
@@ -72,20 +131,24 @@ pub struct Tls {
 }
 
 /// Serve until `shutdown` is cancelled, then drain front-end connections (bounded by
-/// [`common::tuning::SHUTDOWN_GRACE`]) and close the tunnels.
+/// [`tuning::SHUTDOWN_GRACE`]) and close the tunnels.
 pub async fn run(proxy: Arc<Proxy>, listeners: Listeners, tls: Tls, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
     let graceful = Arc::new(GracefulShutdown::new());
     let close_tunnels = CancellationToken::new();
 
+    tracker.spawn(proxy.stalls.clone().run(shutdown.clone()));
     let frontend_acceptor = tls.frontend.map(TlsAcceptor::from);
     let frontend = {
         let proxy = proxy.clone();
         let graceful = graceful.clone();
         server::accept_loop(
-            "front end",
-            listeners.frontend,
-            MAX_FRONTEND_CONNECTIONS,
+            server::Listener {
+                what: "front end",
+                listener: listeners.frontend,
+                max_conns: MAX_FRONTEND_CONNECTIONS,
+                per_client: proxy.per_client.frontend.clone(),
+            },
             shutdown.clone(),
             tracker.clone(),
             move |tcp, peer| {
@@ -98,9 +161,12 @@ pub async fn run(proxy: Arc<Proxy>, listeners: Listeners, tls: Tls, shutdown: Ca
         let proxy = proxy.clone();
         let close = close_tunnels.clone();
         server::accept_loop(
-            "tunnel",
-            listeners.tunnel,
-            MAX_TUNNEL_CONNECTIONS,
+            server::Listener {
+                what: "tunnel",
+                listener: listeners.tunnel,
+                max_conns: MAX_TUNNEL_CONNECTIONS,
+                per_client: proxy.per_client.tunnel.clone(),
+            },
             shutdown.clone(),
             tracker.clone(),
             move |tcp, peer| tunnel::serve_conn(proxy.clone(), tunnel_acceptor.clone(), tcp, peer, close.clone()),
@@ -108,20 +174,28 @@ pub async fn run(proxy: Arc<Proxy>, listeners: Listeners, tls: Tls, shutdown: Ca
     };
     let admin = {
         let proxy = proxy.clone();
-        server::accept_loop("admin", listeners.admin, 64, shutdown.clone(), tracker.clone(), move |tcp, _peer| {
-            serve_admin(proxy.clone(), tcp)
-        })
+        server::accept_loop(
+            server::Listener {
+                what: "admin",
+                listener: listeners.admin,
+                max_conns: 64,
+                per_client: proxy.per_client.admin.clone(),
+            },
+            shutdown.clone(),
+            tracker.clone(),
+            move |tcp, _peer| serve_admin(proxy.clone(), tcp),
+        )
     };
     tokio::join!(frontend, tunnels, admin);
 
     tracing::info!("shutting down: draining front-end connections");
     // The accept loops (and the handles they held) are gone, so this is the last reference.
     let drained = match Arc::try_unwrap(graceful) {
-        Ok(graceful) => tokio::time::timeout(common::tuning::SHUTDOWN_GRACE, graceful.shutdown()).await.is_ok(),
+        Ok(graceful) => tokio::time::timeout(tuning::SHUTDOWN_GRACE, graceful.shutdown()).await.is_ok(),
         Err(_) => false,
     };
     if !drained {
-        tracing::warn!(grace = ?common::tuning::SHUTDOWN_GRACE, "front-end connections still open after the grace period; closing them");
+        tracing::warn!(grace = ?tuning::SHUTDOWN_GRACE, "front-end connections still open after the grace period; closing them");
     }
     close_tunnels.cancel();
     tracker.close();
@@ -135,9 +209,13 @@ async fn serve_admin(proxy: Arc<Proxy>, tcp: tokio::net::TcpStream) {
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(common::tuning::HEADER_READ_TIMEOUT)
+        .header_read_timeout(tuning::HANDSHAKE_TIMEOUT)
+        .max_buf_size(tuning::FRONTEND_BUFFER)
         .serve_connection(TokioIo::new(tcp), service);
-    if let Err(e) = conn.await {
-        tracing::debug!(error = %e, "admin connection failed");
+    // Admin answers are small; nobody needs the connection for long.
+    match tokio::time::timeout(Duration::from_secs(60), conn).await {
+        Ok(Err(e)) => tracing::debug!(error = %e, "admin connection failed"),
+        Err(_) => tracing::debug!("admin connection closed after 60 s"),
+        Ok(Ok(())) => {}
     }
 }

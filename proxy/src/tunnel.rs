@@ -4,12 +4,13 @@
 use crate::Proxy;
 use common::body::{self, BoxBody};
 use common::protocol::{self, Rejection};
+use common::ratelimit::LogLimiter;
 use common::tuning;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,14 +30,21 @@ pub async fn serve_conn(
     let tls = match tokio::time::timeout(tuning::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
-            warn!(%peer, error = %e, "tunnel TLS handshake failed");
+            proxy.counters.tunnel_rejected("tls");
+            if let Some(suppressed) = STRAY.allow() {
+                warn!(%peer, error = %e, suppressed, "tunnel TLS handshake failed");
+            }
             return;
         }
         Err(_) => {
-            warn!(%peer, timeout = ?tuning::HANDSHAKE_TIMEOUT, "tunnel TLS handshake timed out");
+            proxy.counters.tunnel_rejected("timeout");
+            if let Some(suppressed) = STRAY.allow() {
+                warn!(%peer, timeout = ?tuning::HANDSHAKE_TIMEOUT, suppressed, "tunnel TLS handshake timed out");
+            }
             return;
         }
     };
+    let for_log = proxy.clone();
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
         let shutdown = shutdown.clone();
@@ -49,9 +57,28 @@ pub async fn serve_conn(
         .max_buf_size(16 * 1024)
         .serve_connection(TokioIo::new(tls), service)
         .with_upgrades();
-    if let Err(e) = conn.await {
-        warn!(%peer, error = %e, "tunnel handshake connection failed");
+    // The whole exchange, not just the head: a peer that never reads our answer must not
+    // keep its slot either.
+    let failed = match tokio::time::timeout(tuning::HANDSHAKE_TIMEOUT * 2, conn).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(_) => Some("no complete tunnel request in time".to_owned()),
+    };
+    if let Some(error) = failed {
+        for_log.counters.tunnel_rejected("malformed");
+        if let Some(suppressed) = STRAY.allow() {
+            warn!(%peer, %error, suppressed, "tunnel handshake connection failed");
+        }
     }
+}
+
+/// Anybody can connect to the tunnel port: its warnings are rate-limited.
+static STRAY: LogLimiter = LogLimiter::standard();
+static REJECTED: LogLimiter = LogLimiter::standard();
+
+/// Lines left out by the tunnel port's limiters.
+pub fn log_suppressed() -> u64 {
+    STRAY.suppressed_total() + REJECTED.suppressed_total()
 }
 
 /// Check the `PUT`; answer 101 and start the tunnel in its own task, or refuse with a reason.
@@ -65,7 +92,10 @@ fn answer_put(
     let hello = match protocol::check_tunnel_request(&parts, &proxy.token) {
         Ok(hello) => hello,
         Err(rejection) => {
-            error!(%peer, status = rejection.status().as_u16(), reason = %rejection, "tunnel rejected");
+            proxy.counters.tunnel_rejected(rejection.label());
+            if let Some(suppressed) = REJECTED.allow() {
+                error!(%peer, status = rejection.status().as_u16(), reason = %rejection, suppressed, "tunnel rejected");
+            }
             return refusal(&rejection);
         }
     };
@@ -113,17 +143,7 @@ async fn run_tunnel(
     peer: SocketAddr,
     shutdown: CancellationToken,
 ) {
-    let handshake = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(tuning::STREAM_WINDOW)
-        .initial_connection_window_size(tuning::CONNECTION_WINDOW)
-        .max_frame_size(tuning::MAX_FRAME_SIZE)
-        .max_send_buf_size(tuning::MAX_SEND_BUFFER)
-        .max_header_list_size(tuning::MAX_HEADER_LIST_SIZE)
-        .keep_alive_interval(tuning::KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(tuning::KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
-        .handshake(upgraded);
+    let handshake = common::tunnel::client_builder().handshake(upgraded);
     let (sender, conn) = match tokio::time::timeout(tuning::HANDSHAKE_TIMEOUT, handshake).await {
         Ok(Ok(pair)) => pair,
         Ok(Err(e)) => {

@@ -1,0 +1,307 @@
+//! Stalled streams: which front-end clients have stopped taking the data their origin sends,
+//! and resetting their streams when they hold too much of a tunnel (see `common::tuning` for
+//! the whole design). A reset gives the stream's share of the tunnel's window back at once.
+
+use crate::clients::ClientKey;
+use hyper::body::Incoming;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// How often the stall check runs; also the resolution of its clock.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// Why a stream was reset by the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Eviction {
+    /// Too many stalled streams on its tunnel (or from its client): the longest-stalled go.
+    Pressure,
+    /// Its client took nothing for the whole send timeout.
+    SendTimeout,
+}
+
+impl Eviction {
+    pub fn label(self) -> &'static str {
+        match self {
+            Eviction::Pressure => "stalled",
+            Eviction::SendTimeout => "send_timeout",
+        }
+    }
+}
+
+/// What one front-end connection is doing, for its idle and eviction checks.
+#[derive(Debug, Default)]
+pub struct ConnActivity {
+    /// Requests received and not yet finished.
+    pub in_flight: AtomicUsize,
+    /// Of those, how many the proxy has reset.
+    pub evicted: AtomicUsize,
+    /// [`Stalls::now_ms`] when a request last began or ended.
+    pub last_change_ms: AtomicU64,
+}
+
+/// One response streaming from an origin to a front-end client.
+#[derive(Debug)]
+pub struct Watch {
+    tunnel: u64,
+    client: ClientKey,
+    conn: Arc<ConnActivity>,
+    /// When the front end was last handed data it has not come back for (clock ms + 1);
+    /// 0 while it is waiting on the origin, which holds no window.
+    offered_ms: AtomicU64,
+    state: Mutex<WatchState>,
+}
+
+#[derive(Debug)]
+struct WatchState {
+    incoming: Option<Incoming>,
+    evicted: Option<Eviction>,
+}
+
+/// Every response in flight, and the counts of evictions.
+#[derive(Debug)]
+pub struct Stalls {
+    epoch: Instant,
+    clock_ms: AtomicU64,
+    next_id: AtomicU64,
+    streams: Mutex<HashMap<u64, Arc<Watch>>>,
+    send_timeout: Duration,
+    pub evicted_pressure: AtomicU64,
+    pub evicted_send_timeout: AtomicU64,
+}
+
+/// A response's registration; removes it when dropped.
+#[derive(Debug)]
+pub struct Registration {
+    stalls: Arc<Stalls>,
+    id: u64,
+    pub watch: Arc<Watch>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut streams = self.stalls.streams.lock().unwrap_or_else(|p| p.into_inner());
+        streams.remove(&self.id);
+        drop(streams);
+        if self.watch.state.lock().unwrap_or_else(|p| p.into_inner()).evicted.is_some() {
+            self.watch.conn.evicted.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Stalls {
+    pub fn new(send_timeout: Duration) -> Arc<Self> {
+        Arc::new(Stalls {
+            epoch: Instant::now(),
+            clock_ms: AtomicU64::new(0),
+            next_id: AtomicU64::new(0),
+            streams: Mutex::new(HashMap::new()),
+            send_timeout,
+            evicted_pressure: AtomicU64::new(0),
+            evicted_send_timeout: AtomicU64::new(0),
+        })
+    }
+
+    /// A coarse clock (advanced every [`TICK`]), cheap enough to read per DATA frame.
+    pub fn now_ms(&self) -> u64 {
+        self.clock_ms.load(Ordering::Relaxed)
+    }
+
+    fn tick_clock(&self) -> u64 {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.clock_ms.store(now, Ordering::Relaxed);
+        now
+    }
+
+    /// Track a response body that has just been handed to the front end.
+    pub fn register(
+        self: &Arc<Self>,
+        incoming: Incoming,
+        tunnel: u64,
+        client: ClientKey,
+        conn: Arc<ConnActivity>,
+    ) -> Registration {
+        let watch = Arc::new(Watch {
+            tunnel,
+            client,
+            conn,
+            // The front end has been handed the head and owes us a poll for the body.
+            offered_ms: AtomicU64::new(self.now_ms() + 1),
+            state: Mutex::new(WatchState { incoming: Some(incoming), evicted: None }),
+        });
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.streams.lock().unwrap_or_else(|p| p.into_inner()).insert(id, watch.clone());
+        Registration { stalls: self.clone(), id, watch }
+    }
+
+    /// Run the stall check every [`TICK`] until `shutdown`.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let now = self.tick_clock();
+            for (watch, why) in self.to_evict(now) {
+                self.evict(&watch, why);
+            }
+        }
+    }
+
+    /// Stalled streams, longest-stalled first: (how long, watch).
+    fn stalled(&self, now: u64, filter: impl Fn(&Watch) -> bool) -> Vec<(u64, Arc<Watch>)> {
+        let after = common::tuning::STALL_AFTER.as_millis() as u64;
+        let streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stalled: Vec<(u64, Arc<Watch>)> = streams
+            .values()
+            .filter_map(|w| {
+                let offered = w.offered_ms.load(Ordering::Relaxed);
+                let stalled_for = now.saturating_sub(offered.checked_sub(1)?);
+                (offered != 0 && stalled_for >= after && filter(w)).then(|| (stalled_for, w.clone()))
+            })
+            .collect();
+        drop(streams);
+        stalled.sort_by_key(|s| std::cmp::Reverse(s.0));
+        stalled
+    }
+
+    /// The streams to reset now (see [`plan`]).
+    fn to_evict(&self, now: u64) -> Vec<(Arc<Watch>, Eviction)> {
+        let stalled = self.stalled(now, |_| true);
+        let facts: Vec<(u64, u64)> = stalled.iter().map(|(f, w)| (*f, w.tunnel)).collect();
+        let timeout = self.send_timeout.as_millis() as u64;
+        plan(&facts, timeout, common::tuning::MAX_STALLED_PER_TUNNEL)
+            .into_iter()
+            .map(|(i, why)| (stalled[i].1.clone(), why))
+            .collect()
+    }
+
+    /// Reset the longest-stalled stream of `client`, if it has one: called when the client
+    /// wants another stream and holds all of its own.
+    pub fn evict_longest_stalled_of(&self, client: ClientKey) -> bool {
+        let now = self.now_ms();
+        match self.stalled(now, |w| w.client == client).into_iter().next() {
+            Some((_, watch)) => self.evict(&watch, Eviction::Pressure),
+            None => false,
+        }
+    }
+
+    fn evict(&self, watch: &Watch, why: Eviction) -> bool {
+        let mut state = watch.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.evicted.is_some() {
+            return false;
+        }
+        state.evicted = Some(why);
+        let incoming = state.incoming.take();
+        drop(state);
+        // Dropping the receiving half resets the stream on the tunnel and returns whatever
+        // the origin had sent for it to the connection window.
+        drop(incoming);
+        watch.conn.evicted.fetch_add(1, Ordering::Relaxed);
+        let counter = match why {
+            Eviction::Pressure => &self.evicted_pressure,
+            Eviction::SendTimeout => &self.evicted_send_timeout,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(reason = why.label(), tunnel = watch.tunnel, client = %watch.client, "stalled stream reset");
+        true
+    }
+
+    /// Responses in flight.
+    pub fn len(&self) -> usize {
+        self.streams.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Which stalled streams to reset, given `(stalled for ms, tunnel)` of each, longest-stalled
+/// first: any stalled for `timeout_ms`, and on each tunnel the longest-stalled beyond
+/// `max_per_tunnel` (the ones that have held their window longest; the newest stay).
+pub fn plan(stalled: &[(u64, u64)], timeout_ms: u64, max_per_tunnel: usize) -> Vec<(usize, Eviction)> {
+    let mut out = Vec::new();
+    let mut kept: HashMap<u64, usize> = HashMap::new();
+    for (i, &(stalled_for, tunnel)) in stalled.iter().enumerate().rev() {
+        if stalled_for >= timeout_ms {
+            out.push((i, Eviction::SendTimeout));
+            continue;
+        }
+        let n = kept.entry(tunnel).or_insert(0);
+        if *n < max_per_tunnel {
+            *n += 1;
+        } else {
+            out.push((i, Eviction::Pressure));
+        }
+    }
+    out.sort_by_key(|(i, _)| *i);
+    out
+}
+
+/// What polling a watched body gave.
+pub enum Polled {
+    Frame(Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>),
+    End,
+    Pending,
+    Evicted(Eviction),
+}
+
+impl Watch {
+    /// Poll the origin's body for the front end, keeping the stall clock.
+    pub fn poll_frame(&self, stalls: &Stalls, cx: &mut std::task::Context<'_>) -> Polled {
+        use std::task::Poll;
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(why) = state.evicted {
+            return Polled::Evicted(why);
+        }
+        let Some(incoming) = state.incoming.as_mut() else { return Polled::End };
+        match hyper::body::Body::poll_frame(std::pin::Pin::new(incoming), cx) {
+            Poll::Ready(Some(frame)) => {
+                self.offered_ms.store(stalls.now_ms() + 1, Ordering::Relaxed);
+                Polled::Frame(frame)
+            }
+            Poll::Ready(None) => {
+                self.offered_ms.store(0, Ordering::Relaxed);
+                Polled::End
+            }
+            Poll::Pending => {
+                self.offered_ms.store(0, Ordering::Relaxed);
+                Polled::Pending
+            }
+        }
+    }
+
+    pub fn is_end_stream(&self) -> bool {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.evicted.is_none() && state.incoming.as_ref().is_none_or(hyper::body::Body::is_end_stream)
+    }
+
+    pub fn size_hint(&self) -> http_body::SizeHint {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.incoming.as_ref().map(hyper::body::Body::size_hint).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_timeout_evicts_regardless_of_pressure() {
+        let stalled = [(61_000, 1), (600, 1)];
+        assert_eq!(plan(&stalled, 60_000, 32), vec![(0, Eviction::SendTimeout)]);
+    }
+
+    #[test]
+    fn pressure_evicts_the_longest_stalled_per_tunnel_and_keeps_the_newest() {
+        // Longest first: tunnel 1 has four stalled, tunnel 2 one; two may stay per tunnel.
+        let stalled = [(5_000, 1), (4_000, 2), (3_000, 1), (2_000, 1), (1_000, 1)];
+        assert_eq!(plan(&stalled, 60_000, 2), vec![(0, Eviction::Pressure), (2, Eviction::Pressure)]);
+        assert!(plan(&stalled, 60_000, 4).is_empty(), "under the budget nothing goes");
+    }
+}
