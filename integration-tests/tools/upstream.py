@@ -19,6 +19,12 @@ Binds 127.0.0.1 on a free port (port 0) and writes that port to FILE.
   POST /hold?id=ID       never reads the request body (a stuck application): waits until DIR/ID
                          exists (then answers 200), or its client goes away (then creates
                          DIR/ID.aborted), at most 60 s
+  ANY  /request-line...  JSON {"request_line" (exactly as received), "host", "body_length"};
+                         reads the request body first (any method: GET, POST, PUT, PATCH, DELETE)
+  GET  /many-headers     200 with 300 header lines X-H-0 ... X-H-299
+  GET|POST /huge-head    200 whose head carries a 300 KB header (a proxy must refuse it alone)
+  GET  /cl-and-chunked   200 with both Content-Length: 5 (stale) and Transfer-Encoding: chunked;
+                         the chunked body is CL_AND_CHUNKED_BODY (200 KiB)
   GET  /events?id=ID     text/event-stream: sends "data: first", then waits (at most
                          30 s) until DIR/ID exists, sends "data: second" and ends;
                          then creates DIR/ID.done (DIR/ID.timeout if it gave up,
@@ -36,6 +42,7 @@ from urllib.parse import parse_qs, urlsplit
 
 TRIGGER_DIR = "."
 UNTIL_CLOSE_BODY = hashlib.shake_256(b"revmux-until-close").digest(1024 * 1024)
+CL_AND_CHUNKED_BODY = hashlib.shake_256(b"revmux-cl-and-chunked").digest(200 * 1024)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -69,8 +76,53 @@ class Handler(BaseHTTPRequestHandler):
         n = int(self.headers.get("Content-Length", "0") or "0")
         return self.rfile.read(n) if n else b""
 
+    def _request_line(self):
+        body = self._read_body()
+        info = {"request_line": self.requestline, "host": self.headers.get("Host"), "body_length": len(body)}
+        return self._send(200, json.dumps(info).encode(), "application/json")
+
+    def _quietly(self, write):
+        """Write a response the client may refuse halfway (it closes the connection)."""
+        try:
+            write()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        self.close_connection = True
+
+    def _huge_head(self):
+        self._read_body()
+
+        def write():
+            self.send_response(200)
+            self.send_header("X-Huge", "h" * (300 * 1000))
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+            self.wfile.flush()
+
+        self._quietly(write)
+
+    def _cl_and_chunked(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/octet-stream")
+        self.send_header("Content-Length", "5")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for i in range(0, len(CL_AND_CHUNKED_BODY), 50000):
+            self._chunk(CL_AND_CHUNKED_BODY[i:i + 50000])
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
+
     def do_GET(self):
         url = urlsplit(self.path)
+        if url.path.startswith("/request-line"):
+            return self._request_line()
+        if url.path == "/many-headers":
+            return self._send(200, b"many headers\n", extra=[("X-H-%d" % i, "value-%d" % i) for i in range(300)])
+        if url.path == "/huge-head":
+            return self._huge_head()
+        if url.path == "/cl-and-chunked":
+            return self._cl_and_chunked()
         if url.path == "/events":
             return self._events(parse_qs(url.query).get("id", ["default"])[0])
         if url.path == "/":
@@ -111,6 +163,10 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         url = urlsplit(self.path)
+        if url.path.startswith("/request-line"):
+            return self._request_line()
+        if url.path == "/huge-head":
+            return self._huge_head()
         if url.path == "/hold":
             ident = os.path.basename(parse_qs(url.query).get("id", ["hold"])[0]) or "hold"
             trigger = os.path.join(TRIGGER_DIR, ident)
@@ -132,6 +188,8 @@ class Handler(BaseHTTPRequestHandler):
         ))
 
     do_PUT = do_POST
+    do_PATCH = do_POST
+    do_DELETE = do_POST
 
     def _chunk(self, data: bytes):
         self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))

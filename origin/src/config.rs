@@ -1,7 +1,7 @@
 //! The origin's command line (every flag also read from a `REVMUX_…` environment variable) and
 //! its resolution: where the proxy is, how to trust it, the token, and what to serve.
 
-use crate::files::FileServer;
+use crate::files::{FileOptions, FileServer};
 use crate::upstream::Upstream;
 use clap::Parser;
 use common::certs;
@@ -30,6 +30,11 @@ pub struct Cli {
     /// Directory to serve (listings, media types, ranges, conditional requests).
     #[arg(long, env = "REVMUX_ROOT", value_name = "DIR", default_value = ".", conflicts_with = "upstream")]
     pub root: PathBuf,
+
+    /// Also serve and list dot-files and dot-directories (.git, .env, …), which are 404 by
+    /// default. Directories holding key material (a file named token or *-key.pem) stay hidden.
+    #[arg(long, env = "REVMUX_SHOW_HIDDEN", conflicts_with = "upstream")]
+    pub show_hidden: bool,
 
     /// Instead of a directory, forward every request to this local HTTP service, e.g. http://127.0.0.1:8096.
     #[arg(long, env = "REVMUX_UPSTREAM", value_name = "URL")]
@@ -158,7 +163,14 @@ pub fn resolve(cli: &Cli) -> Result<Settings, UsageError> {
     };
     let app = match &cli.upstream {
         Some(url) => App::Upstream(Box::new(Upstream::new(url).map_err(|e| usage("--upstream", e))?)),
-        None => App::Files(FileServer::hiding(&cli.root, Some(&cli.certs_dir)).map_err(|e| usage("--root", e))?),
+        None => {
+            let options = FileOptions { hide: Some(cli.certs_dir.clone()), show_hidden: cli.show_hidden };
+            let files = FileServer::with_options(&cli.root, &options).map_err(|e| usage("--root", e))?;
+            if cli.show_hidden {
+                notes.push("--show-hidden: dot-files and dot-directories are served and listed".to_owned());
+            }
+            App::Files(files)
+        }
     };
     Ok(Settings { proxy, trust, token, name, app, notes })
 }
@@ -175,5 +187,13 @@ mod tests {
         assert!(parse_proxy_addr("proxy.example.com").is_err());
         assert!(parse_proxy_addr("proxy:http").is_err());
         assert!(parse_proxy_addr(":1444").is_err());
+    }
+
+    #[test]
+    fn show_hidden_is_a_files_flag() {
+        let cli = Cli::try_parse_from(["c", "--show-hidden", "--root", "/srv"]).expect("valid");
+        assert!(cli.show_hidden);
+        assert!(!Cli::try_parse_from(["c"]).expect("valid").show_hidden);
+        assert!(Cli::try_parse_from(["c", "--show-hidden", "--upstream", "http://127.0.0.1:8096"]).is_err());
     }
 }

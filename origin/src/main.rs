@@ -27,7 +27,15 @@ async fn async_main(cli: Cli) -> i32 {
         tracing::info!("{note}");
     }
     match &settings.app {
-        App::Files(files) => tracing::info!(root = %files.root().display(), origin = %settings.name, "serving files"),
+        App::Files(files) => {
+            tracing::info!(root = %files.root().display(), origin = %settings.name, "serving files");
+            if files.root_holds_keys() {
+                tracing::warn!(
+                    root = %files.root().display(),
+                    "the root holds key material (a file named token or *-key.pem): nothing in it will be served"
+                );
+            }
+        }
         App::Upstream(up) => {
             tracing::info!(upstream = %up.url(), origin = %settings.name, "forwarding to a local service")
         }

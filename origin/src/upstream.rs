@@ -4,11 +4,13 @@
 //! Requests without a body use a connection pool. A request with a body gets a connection of
 //! its own, tied to the stream: if the proxy resets the stream (the front-end client went
 //! away mid-upload), the connection is closed, so the service sees the upload end instead of
-//! waiting on a half-sent body forever.
+//! waiting on a half-sent body forever. Either way the service sees an origin-form request
+//! target (`/path?query`) and the public `Host`, and its response head is bounded
+//! ([`MAX_RESPONSE_HEAD`]) so that it always fits through the tunnel.
 
 use common::body::{self, BoxBody};
 use common::headers::remove_hop_by_hop;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -20,6 +22,31 @@ use std::time::Duration;
 /// How long the local service may take to start answering (response headers). Bodies may
 /// stream for as long as they like.
 pub const RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Most header lines accepted in one response head from the local service (hyper's default,
+/// 100, is too few for some apps' cookies and security headers).
+pub const MAX_RESPONSE_HEADERS: usize = 500;
+
+/// Largest response head (status line and header lines) accepted from the local service; a
+/// larger one is answered with 502 on that stream alone. It must stay well below what the
+/// tunnel carries: the tunnel's HTTP/2 `MAX_HEADER_LIST_SIZE`
+/// ([`common::tuning::MAX_HEADER_LIST_SIZE`], 64 KiB) counts every field as name + value + 32
+/// bytes, and a header list the proxy refuses -- one decoding to more than 4x the limit, or
+/// sent in too many CONTINUATION frames -- ends the whole tunnel, every stream on it. With at
+/// most 32 KiB (which bounds names plus values) and [`MAX_RESPONSE_HEADERS`] fields, a
+/// response's header list is at most 32 KiB + 500 x 32 B = 47.6 KiB.
+///
+/// hyper's read buffer is capped at this size too (it must be at least 8192), which stops
+/// reading a huge head early; but that cap is not exact (the buffer may hold a little more),
+/// so the head is also measured once parsed ([`head_len`]). Body reads come in pieces of up to
+/// this size, the tunnel's frame size.
+pub const MAX_RESPONSE_HEAD: usize = 32 * 1024;
+
+const _: () = assert!(MAX_RESPONSE_HEAD >= 8192, "hyper's smallest read buffer");
+const _: () = assert!(
+    MAX_RESPONSE_HEAD + 32 * MAX_RESPONSE_HEADERS < common::tuning::MAX_HEADER_LIST_SIZE as usize,
+    "an accepted response head must fit the tunnel's header list limit"
+);
 
 /// A pooled HTTP/1.1 client for one local service.
 #[derive(Clone, Debug)]
@@ -43,6 +70,18 @@ enum SendError {
     Http(#[from] hyper::Error),
     #[error("{}", std::error::Error::source(.0).map(|s| s.to_string()).unwrap_or_else(|| .0.to_string()))]
     Pooled(#[from] hyper_util::client::legacy::Error),
+}
+
+impl SendError {
+    /// The service's response head was over [`MAX_RESPONSE_HEAD`] or [`MAX_RESPONSE_HEADERS`].
+    fn head_too_large(&self) -> bool {
+        let hyper_error = match self {
+            SendError::Http(e) => Some(e),
+            SendError::Pooled(e) => std::error::Error::source(e).and_then(|s| s.downcast_ref::<hyper::Error>()),
+            SendError::Connect(_) | SendError::ConnectTimeout => None,
+        };
+        hyper_error.is_some_and(hyper::Error::is_parse_too_large)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +114,8 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
+            .http1_max_headers(MAX_RESPONSE_HEADERS)
+            .http1_max_buf_size(MAX_RESPONSE_HEAD)
             .build(connector);
         let connect_to = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
         Ok(Upstream { base: uri, scheme: Scheme::HTTP, authority, connect_to, client })
@@ -99,17 +140,19 @@ impl Upstream {
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("400 bad request: {e}")),
         };
         parts.version = Version::HTTP_11;
-        remove_hop_by_hop(&mut parts.headers);
+        strip_hop_by_hop(&mut parts.headers);
         // The local service sees the public host name, as behind any reverse proxy.
         if let Some(host) = public_host.and_then(|h| HeaderValue::try_from(h).ok()) {
             parts.headers.insert(header::HOST, host);
         }
         let req = Request::from_parts(parts, incoming);
         match tokio::time::timeout(RESPONSE_HEADER_TIMEOUT, self.send(req)).await {
+            Ok(Ok(resp)) if head_len(resp.headers()) > MAX_RESPONSE_HEAD => self.head_too_large(),
             Ok(Ok(mut resp)) => {
-                remove_hop_by_hop(resp.headers_mut());
+                strip_hop_by_hop(resp.headers_mut());
                 resp
             }
+            Ok(Err(e)) if e.head_too_large() => self.head_too_large(),
             Ok(Err(e)) => {
                 let cause = e.to_string();
                 tracing::warn!(upstream = %self.base, error = %cause, "upstream request failed");
@@ -130,9 +173,34 @@ impl Upstream {
 }
 
 impl Upstream {
-    async fn send(&self, req: Request<Incoming>) -> Result<Response<BoxBody>, SendError> {
+    /// The 502 for a response head over [`MAX_RESPONSE_HEAD`] or [`MAX_RESPONSE_HEADERS`]. The
+    /// response (if any) is dropped unread, and its connection with it.
+    fn head_too_large(&self) -> Response<BoxBody> {
+        tracing::warn!(upstream = %self.base, limit = MAX_RESPONSE_HEAD, "upstream response head too large");
+        error(
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "502 bad gateway: upstream response head is larger than {} KiB or has more than \
+                 {MAX_RESPONSE_HEADERS} header lines (upstream {})",
+                MAX_RESPONSE_HEAD / 1024,
+                self.base
+            ),
+        )
+    }
+
+    /// `req` has an absolute URI (the pooled client wants one and sends origin-form itself).
+    async fn send(&self, mut req: Request<Incoming>) -> Result<Response<BoxBody>, SendError> {
         if http_body::Body::is_end_stream(req.body()) {
             return Ok(self.client.request(req).await?.map(body::boxed));
+        }
+        // A connection of our own writes the target as given: make it origin-form, and name the
+        // host in the header (the pooled client does both by itself).
+        let origin_form = req.uri().path_and_query().map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
+        *req.uri_mut() = origin_form;
+        if !req.headers().contains_key(header::HOST) {
+            if let Ok(host) = HeaderValue::try_from(self.authority.as_str()) {
+                req.headers_mut().insert(header::HOST, host);
+            }
         }
         let connect = tokio::net::TcpStream::connect(self.connect_to.as_str());
         let tcp = match tokio::time::timeout(common::tuning::HANDSHAKE_TIMEOUT, connect).await {
@@ -146,7 +214,11 @@ impl Upstream {
             Ok((std, handle)) => (tokio::net::TcpStream::from_std(std).map_err(SendError::Connect)?, handle),
             Err(e) => return Err(SendError::Connect(e)),
         };
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+            .max_headers(MAX_RESPONSE_HEADERS)
+            .max_buf_size(MAX_RESPONSE_HEAD)
+            .handshake(TokioIo::new(tcp))
+            .await?;
         // Owned by this future until the answer comes, then by the response body.
         let conn = UploadConnection {
             task: tokio::spawn(async move {
@@ -212,6 +284,23 @@ impl http_body::Body for WithConnection {
     }
 }
 
+/// The size of a response head with these headers: a status line, `name: value` lines, the
+/// blank line. (The reason phrase, which is not forwarded, is counted as a short one.)
+fn head_len(headers: &HeaderMap) -> usize {
+    "HTTP/1.1 200 OK\r\n\r\n".len()
+        + headers.iter().map(|(name, value)| name.as_str().len() + value.len() + ": \r\n".len()).sum::<usize>()
+}
+
+/// Remove hop-by-hop headers. A message with `Transfer-Encoding` is delimited by it, so a
+/// `Content-Length` next to it is stale (RFC 9112 6.3) and would be wrong once the
+/// `Transfer-Encoding` is gone: it goes first.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    remove_hop_by_hop(headers);
+}
+
 fn error(status: StatusCode, message: String) -> Response<BoxBody> {
     let mut resp = Response::new(body::full(message + "\n"));
     *resp.status_mut() = status;
@@ -220,8 +309,15 @@ fn error(status: StatusCode, message: String) -> Response<BoxBody> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use std::convert::Infallible;
+    use std::net::SocketAddr;
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::{TcpListener, TcpStream};
 
     #[test]
     fn validates_urls() {
@@ -230,5 +326,244 @@ mod tests {
         assert!(matches!(Upstream::new("https://x:1"), Err(UpstreamUrlError::Scheme(_))));
         assert!(matches!(Upstream::new("http://x:1/app"), Err(UpstreamUrlError::HasPath(_))));
         assert!(matches!(Upstream::new("not a url"), Err(UpstreamUrlError::Invalid(..))));
+    }
+
+    #[test]
+    fn head_length() {
+        let mut h = HeaderMap::new();
+        assert_eq!(head_len(&h), 19);
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("4"));
+        h.append("x-a", HeaderValue::from_static("1"));
+        h.append("x-a", HeaderValue::from_static("22"));
+        assert_eq!(head_len(&h), 19 + "content-length: 4\r\n".len() + "x-a: 1\r\n".len() + "x-a: 22\r\n".len());
+    }
+
+    #[test]
+    fn stale_length_goes_with_transfer_encoding() {
+        let mut h = HeaderMap::new();
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key(header::CONTENT_TYPE));
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.get(header::CONTENT_LENGTH).map(HeaderValue::as_bytes), Some(&b"3"[..]));
+    }
+
+    /// What the scripted service answers for a request line.
+    fn scripted_response(request_line: &str, head: &str) -> Vec<u8> {
+        let target = request_line.split(' ').nth(1).unwrap_or("/");
+        let mut out = String::from("HTTP/1.1 200 OK\r\n");
+        let body = match target {
+            "/many-headers" => {
+                for i in 0..300 {
+                    out.push_str(&format!("x-h-{i}: value-{i}\r\n"));
+                }
+                "many".to_owned()
+            }
+            "/too-many-headers" => {
+                for i in 0..MAX_RESPONSE_HEADERS {
+                    out.push_str(&format!("x-t-{i}: t\r\n"));
+                }
+                "many".to_owned()
+            }
+            "/huge-head" => {
+                out.push_str(&format!("x-huge: {}\r\n", "h".repeat(300 * 1024)));
+                "huge".to_owned()
+            }
+            "/over-limit" => {
+                out.push_str(&format!("x-big: {}\r\n", "b".repeat(MAX_RESPONSE_HEAD)));
+                "over".to_owned()
+            }
+            "/just-over" | "/just-fits" => {
+                // Exactly the limit, or one byte more (counting as head_len does).
+                let over = usize::from(target == "/just-over");
+                let fill = MAX_RESPONSE_HEAD + over - "HTTP/1.1 200 OK\r\n\r\n".len() - "content-length: 4\r\n".len();
+                out.push_str(&format!("x-b: {}\r\n", "b".repeat(fill - "x-b: \r\n".len())));
+                "edge".to_owned()
+            }
+            "/full-head" => {
+                // As close to the limits as a head gets: MAX_RESPONSE_HEADERS lines, about
+                // MAX_RESPONSE_HEAD bytes in all, so the HTTP/2 list size is near its maximum.
+                let fill = (MAX_RESPONSE_HEAD - 600) / (MAX_RESPONSE_HEADERS - 1) - "x-f-000: \r\n".len();
+                for i in 0..MAX_RESPONSE_HEADERS - 1 {
+                    out.push_str(&format!("x-f-{i:03}: {}\r\n", "f".repeat(fill)));
+                }
+                "full".to_owned()
+            }
+            "/cl-and-chunked" => {
+                return b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n\
+                    5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+                    .to_vec();
+            }
+            _ => head.to_owned(),
+        };
+        out.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
+        out.into_bytes()
+    }
+
+    /// A local service speaking raw HTTP/1.1 (so it can misbehave), several requests per
+    /// connection: it reads each request (Content-Length or chunked body) and answers with
+    /// [`scripted_response`]; by default the body is the request head exactly as received.
+    async fn scripted_service() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                tokio::spawn(serve_scripted(tcp));
+            }
+        });
+        addr
+    }
+
+    async fn serve_scripted(tcp: TcpStream) -> std::io::Result<()> {
+        let mut tcp = BufReader::new(tcp);
+        loop {
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if tcp.read_line(&mut line).await? == 0 {
+                    return Ok(());
+                }
+                if line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+                if head.len() > 64 * 1024 {
+                    return Ok(());
+                }
+            }
+            let lower = head.to_ascii_lowercase();
+            if lower.contains("transfer-encoding: chunked") {
+                loop {
+                    let mut size = String::new();
+                    tcp.read_line(&mut size).await?;
+                    let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+                    let mut chunk = vec![0; n + 2];
+                    tcp.read_exact(&mut chunk).await?;
+                    if n == 0 {
+                        break;
+                    }
+                }
+            } else if let Some(len) = lower.lines().find_map(|l| l.strip_prefix("content-length: ")) {
+                let mut body = vec![0; len.trim().parse().unwrap_or(0)];
+                tcp.read_exact(&mut body).await?;
+            }
+            let request_line = head.lines().next().unwrap_or_default().to_owned();
+            if tcp.get_mut().write_all(&scripted_response(&request_line, &head)).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// An HTTP/2 connection to `upstream`, as the proxy has over the tunnel (same header list
+    /// limit). The second value ends when the connection does.
+    async fn tunnel(
+        upstream: Upstream,
+    ) -> (hyper::client::conn::http2::SendRequest<Full<Bytes>>, tokio::task::JoinHandle<()>) {
+        let (proxy_side, origin_side) = tokio::io::duplex(1024 * 1024);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let upstream = upstream.clone();
+                async move { Ok::<_, Infallible>(upstream.handle(req).await) }
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .max_header_list_size(common::tuning::MAX_HEADER_LIST_SIZE)
+                .serve_connection(TokioIo::new(origin_side), service)
+                .await;
+        });
+        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .max_header_list_size(common::tuning::MAX_HEADER_LIST_SIZE)
+            .handshake(TokioIo::new(proxy_side))
+            .await
+            .unwrap();
+        let conn = tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        (sender, conn)
+    }
+
+    async fn ask(
+        sender: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+        method: http::Method,
+        path: &str,
+        body: &'static [u8],
+    ) -> (StatusCode, HeaderMap, Bytes) {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://public.example:8443{path}"))
+            .body(Full::new(Bytes::from_static(body)))
+            .unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req))
+            .await
+            .expect("an answer in time")
+            .expect("the stream works");
+        let (parts, body) = response.into_parts();
+        (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
+    }
+
+    #[tokio::test]
+    async fn the_service_sees_origin_form_and_the_public_host() {
+        let upstream = Upstream::new(&format!("http://{}", scripted_service().await)).unwrap();
+        let (mut sender, _conn) = tunnel(upstream).await;
+        for (method, body) in [
+            (http::Method::GET, &b""[..]),
+            (http::Method::POST, b"posted"),
+            (http::Method::PUT, b"put"),
+            (http::Method::PATCH, b"patched"),
+            (http::Method::DELETE, b"deleted"),
+            (http::Method::GET, b"a GET with a body"),
+        ] {
+            let (status, _, seen) = ask(&mut sender, method.clone(), "/app/x%20y?q=1&r=%2F", body).await;
+            assert_eq!(status, StatusCode::OK, "{method}");
+            let seen = String::from_utf8(seen.to_vec()).unwrap();
+            let mut lines = seen.lines();
+            assert_eq!(lines.next(), Some(format!("{method} /app/x%20y?q=1&r=%2F HTTP/1.1").as_str()), "{seen}");
+            let hosts: Vec<&str> = lines.filter(|l| l.to_ascii_lowercase().starts_with("host:")).collect();
+            assert_eq!(hosts, ["host: public.example:8443"], "{method}: {seen}");
+        }
+    }
+
+    #[tokio::test]
+    async fn response_heads_are_bounded_per_stream() {
+        let upstream = Upstream::new(&format!("http://{}", scripted_service().await)).unwrap();
+        let (mut sender, conn) = tunnel(upstream).await;
+        for body in [&b""[..], b"with a body"] {
+            let (status, headers, got) = ask(&mut sender, http::Method::POST, "/many-headers", body).await;
+            assert_eq!((status, &got[..]), (StatusCode::OK, &b"many"[..]));
+            assert_eq!(headers.get("x-h-299").map(HeaderValue::as_bytes), Some(&b"value-299"[..]));
+            let (status, headers, got) = ask(&mut sender, http::Method::GET, "/full-head", body).await;
+            assert_eq!((status, &got[..]), (StatusCode::OK, &b"full"[..]), "a head just within the limits");
+            assert_eq!(headers.len(), MAX_RESPONSE_HEADERS + 1);
+            let (status, _, got) = ask(&mut sender, http::Method::GET, "/just-fits", body).await;
+            assert_eq!((status, &got[..]), (StatusCode::OK, &b"edge"[..]), "a head of exactly the limit");
+            for path in ["/huge-head", "/over-limit", "/just-over", "/too-many-headers"] {
+                let (status, _, got) = ask(&mut sender, http::Method::GET, path, body).await;
+                assert_eq!(status, StatusCode::BAD_GATEWAY, "{path}");
+                let text = String::from_utf8(got.to_vec()).unwrap();
+                assert!(
+                    text.contains("upstream response head is larger than 32 KiB or has more than 500 header lines"),
+                    "{text}"
+                );
+            }
+            // The tunnel is still up, and the service still usable.
+            assert!(!conn.is_finished());
+            let (status, _, _) = ask(&mut sender, http::Method::GET, "/", body).await;
+            assert_eq!(status, StatusCode::OK);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stale_content_length_is_dropped() {
+        let upstream = Upstream::new(&format!("http://{}", scripted_service().await)).unwrap();
+        let (mut sender, _conn) = tunnel(upstream).await;
+        for body in [&b""[..], b"with a body"] {
+            let (status, headers, got) = ask(&mut sender, http::Method::GET, "/cl-and-chunked", body).await;
+            assert_eq!((status, &got[..]), (StatusCode::OK, &b"hello world"[..]));
+            assert!(headers.get(header::CONTENT_LENGTH).is_none(), "{headers:?}");
+        }
     }
 }

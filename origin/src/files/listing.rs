@@ -1,13 +1,22 @@
-//! HTML directory listings: entries read on the blocking pool, sorted, with percent-encoded links and escaped names.
+//! HTML directory listings in bounded memory: a capped number of names read, sorted, and only
+//! the page asked for (`?page=N`) stat'ed and rendered.
+//!
+//! Memory per listing being built: at most [`MAX_NAMES`] names of at most 255 bytes each
+//! (`NAME_MAX`), about 24 bytes of bookkeeping plus the name apiece, so under 6 MiB in the worst
+//! case and about 1 MiB for typical names; they are freed before the answer is sent. Plus one
+//! rendered page of at most [`PAGE_SIZE`] rows of at most ~2.5 KiB each (a 255-byte name
+//! percent-encoded in the link and HTML-escaped in the text), so under 2.5 MiB in the worst case
+//! and about 200 KiB typically; the response holds that page until it is sent. The file server
+//! builds at most [`super::CONCURRENT_LISTINGS`] listings at once.
 
 use std::fmt::Write as _;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use percent_encoding::{percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use rustix::fs::{AtFlags, Dir};
+use rustix::fs::{AtFlags, Dir, FileType};
 
 use super::path::{name_path, FileMeta, Kind, Root};
 
@@ -15,27 +24,116 @@ use super::path::{name_path, FileMeta, Kind, Root};
 /// `#`, `%`, quotes and `:` (so a name like `a:b` is never read as a URL scheme).
 const LINK: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
+/// At most this many names are read from one directory; a listing of a larger one says so.
+pub(crate) const MAX_NAMES: usize = 20_000;
+/// Entries per page.
+pub(crate) const PAGE_SIZE: usize = 1_000;
+
+/// The listing bounds: [`MAX_NAMES`] and [`PAGE_SIZE`], smaller in tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub(crate) max_names: usize,
+    pub(crate) page_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_names: MAX_NAMES, page_size: PAGE_SIZE }
+    }
+}
+
+/// A name read from the directory, with just enough to sort it. Stat'ed only if it lands on
+/// the page asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Candidate {
+    name: Box<[u8]>,
+    is_dir: bool,
+    /// A symlink (already resolved beneath the root and admitted): stat'ed through it.
+    linked: bool,
+}
+
+/// One row of the page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
-    name: Vec<u8>,
+    name: Box<[u8]>,
     is_dir: bool,
     size: u64,
     mtime: i64,
 }
 
-/// Render the listing of the open directory `dir`, which is `rel` below `root`.
-/// Blocking: call it from the blocking pool.
-pub(crate) fn render(root: &Root, dir: OwnedFd, rel: &Path) -> io::Result<String> {
-    let entries = read_entries(root, dir, rel)?;
-    Ok(to_html(rel.as_os_str().as_bytes(), &entries))
+/// Why a listing could not be built.
+#[derive(Debug)]
+pub(crate) enum ListError {
+    Io(io::Error),
+    /// The page asked for is past the last one (or 0).
+    NoSuchPage,
 }
 
-/// Read, stat and sort the entries. Symlinks are shown as what they point to, but only when
-/// that resolves beneath the root; links leading out (or nowhere) are left out, as are
-/// sockets, FIFOs and devices, which are never served.
-fn read_entries(root: &Root, dir: OwnedFd, rel: &Path) -> io::Result<Vec<Entry>> {
-    let mut dir = Dir::new(dir)?;
-    let mut entries = Vec::new();
+impl From<io::Error> for ListError {
+    fn from(e: io::Error) -> Self {
+        ListError::Io(e)
+    }
+}
+
+/// A `page` query parameter that is not a whole number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BadPage;
+
+/// The `page` query parameter: 1 without one; [`BadPage`] when it is not a whole number (400).
+/// Numbers too large for `usize` are simply past the last page.
+pub(crate) fn page_param(query: Option<&str>) -> Result<usize, BadPage> {
+    let Some(value) = query.into_iter().flat_map(|q| q.split('&')).find_map(|pair| pair.strip_prefix("page=")) else {
+        return Ok(1);
+    };
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(BadPage);
+    }
+    Ok(value.parse().unwrap_or(usize::MAX))
+}
+
+/// Render page `page` (1-based) of the listing of the open directory `dir`, which is `rel`
+/// below `root` and really at the canonical path `real`. Blocking: call it from the blocking
+/// pool, holding a listing permit.
+pub(crate) fn render(
+    root: &Root,
+    dir: OwnedFd,
+    real: &Path,
+    rel: &Path,
+    page: usize,
+    limits: Limits,
+) -> Result<String, ListError> {
+    let mut dir = Dir::new(dir).map_err(io::Error::from)?;
+    let (mut names, truncated) = read_names(root, &mut dir, real, rel, limits.max_names)?;
+    sort(&mut names);
+    let total = names.len();
+    let pages = total.div_ceil(limits.page_size).max(1);
+    if page == 0 || page > pages {
+        return Err(ListError::NoSuchPage);
+    }
+    let first = (page - 1) * limits.page_size;
+    let last = total.min(first + limits.page_size);
+    let on_page: Vec<Candidate> = names.drain(first..last).collect();
+    drop(names);
+    let entries = stat_page(root, dir.fd().map_err(io::Error::from)?, real, rel, on_page);
+    let page = Page { number: page, pages, first: first + 1, last, total, truncated, max_names: limits.max_names };
+    Ok(to_html(rel.as_os_str().as_bytes(), &page, &entries))
+}
+
+/// Read at most `max_names` names (the second value says whether there were more), keeping
+/// those that may be listed: no dot-names (unless shown), not the certificates directory, only
+/// files and directories, and symlinks only when they resolve beneath the root to something
+/// that may be served. Only symlinks (and entries whose type the file system does not report)
+/// cost a system call here; everything else is classified by what readdir says.
+fn read_names(
+    root: &Root,
+    dir: &mut Dir,
+    real: &Path,
+    rel: &Path,
+    max_names: usize,
+) -> io::Result<(Vec<Candidate>, bool)> {
+    let policy = root.policy();
+    let mut names = Vec::new();
+    let mut read = 0;
     while let Some(entry) = dir.read() {
         let entry = entry?;
         let name = entry.file_name();
@@ -43,45 +141,103 @@ fn read_entries(root: &Root, dir: OwnedFd, rel: &Path) -> io::Result<Vec<Entry>>
         if bytes == b"." || bytes == b".." {
             continue;
         }
-        // The entry may vanish between readdir and stat; then it simply isn't listed.
-        let Ok(stat) = rustix::fs::statat(dir.fd()?, name, AtFlags::SYMLINK_NOFOLLOW) else {
+        if read == max_names {
+            return Ok((names, true));
+        }
+        read += 1;
+        if !policy.shows_name(bytes) {
             continue;
-        };
-        let mut meta = FileMeta::from_stat(&stat);
-        if meta.kind == Kind::Symlink {
-            let target = root.open_beneath(&rel.join(name_path(bytes))).and_then(FileMeta::of);
-            match target {
-                Ok(resolved) => meta = resolved,
+        }
+        let mut file_type = entry.file_type();
+        if file_type == FileType::Unknown {
+            // The entry may vanish between readdir and stat; then it simply isn't listed.
+            match rustix::fs::statat(dir.fd()?, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(stat) => file_type = FileType::from_raw_mode(stat.st_mode),
                 Err(_) => continue,
             }
         }
-        if root.hides(&meta) {
+        let (is_dir, linked) = match file_type {
+            FileType::Directory => (true, false),
+            FileType::RegularFile => (false, false),
+            FileType::Symlink => match resolve_link(root, &rel.join(name_path(bytes))) {
+                Some(is_dir) => (is_dir, true),
+                None => continue,
+            },
+            _ => continue,
+        };
+        if !linked && is_dir && policy.is_certs_dir(&real.join(name_path(bytes))) {
             continue;
         }
-        let is_dir = match meta.kind {
-            Kind::Dir => true,
-            Kind::File => false,
-            Kind::Symlink | Kind::Other => continue,
-        };
-        entries.push(Entry { name: bytes.to_vec(), is_dir, size: meta.size, mtime: meta.mtime });
+        names.push(Candidate { name: bytes.into(), is_dir, linked });
     }
-    sort(&mut entries);
-    Ok(entries)
+    Ok((names, false))
+}
+
+/// Where a symlink in the listing leads: `Some(is_dir)` if it resolves beneath the root to a
+/// file or directory that may be served; links leading out, nowhere, or to something hidden
+/// are left out, as are sockets, FIFOs and devices, which are never served.
+fn resolve_link(root: &Root, rel: &Path) -> Option<bool> {
+    let fd = root.open_beneath(rel).ok()?;
+    let is_dir = match FileMeta::of(&fd).ok()?.kind {
+        Kind::Dir => true,
+        Kind::File => false,
+        Kind::Symlink | Kind::Other => return None,
+    };
+    root.admits(&fd, is_dir).map(|_| is_dir)
+}
+
+/// Stat the entries of one page. Entries that vanished or changed kind meanwhile, and
+/// directories holding key material, are left out.
+fn stat_page(root: &Root, dir: impl AsFd, real: &Path, rel: &Path, on_page: Vec<Candidate>) -> Vec<Entry> {
+    let mut entries = Vec::with_capacity(on_page.len());
+    for candidate in on_page {
+        let name = name_path(&candidate.name);
+        let meta = if candidate.linked {
+            root.open_beneath(&rel.join(name)).and_then(FileMeta::of)
+        } else {
+            rustix::fs::statat(dir.as_fd(), name, AtFlags::SYMLINK_NOFOLLOW).map(|st| FileMeta::from_stat(&st))
+        };
+        let Ok(meta) = meta else { continue };
+        let still_same = match meta.kind {
+            Kind::Dir => candidate.is_dir && (candidate.linked || !root.is_key_dir(&real.join(name))),
+            Kind::File => !candidate.is_dir,
+            Kind::Symlink | Kind::Other => false,
+        };
+        if still_same {
+            entries.push(Entry { name: candidate.name, is_dir: candidate.is_dir, size: meta.size, mtime: meta.mtime });
+        }
+    }
+    entries
 }
 
 /// Directories first, then files; each group by name (byte order).
-fn sort(entries: &mut [Entry]) {
-    entries.sort_unstable_by(|a, b| b.is_dir.cmp(&a.is_dir).then_with(|| a.name.cmp(&b.name)));
+fn sort(names: &mut [Candidate]) {
+    names.sort_unstable_by(|a, b| b.is_dir.cmp(&a.is_dir).then_with(|| a.name.cmp(&b.name)));
 }
 
-fn to_html(rel: &[u8], entries: &[Entry]) -> String {
+/// Where a page sits in the whole listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Page {
+    /// 1-based.
+    number: usize,
+    pages: usize,
+    /// Positions (1-based, inclusive) of the page's first and last entries among `total`.
+    first: usize,
+    last: usize,
+    total: usize,
+    /// The directory has more names than `max_names`, the most that were read.
+    truncated: bool,
+    max_names: usize,
+}
+
+fn to_html(rel: &[u8], page: &Page, entries: &[Entry]) -> String {
     let mut title = String::with_capacity(rel.len() + 2);
     title.push('/');
     if !rel.is_empty() {
         title.push_str(&String::from_utf8_lossy(rel));
         title.push('/');
     }
-    let mut out = String::with_capacity(1024 + entries.len() * 192);
+    let mut out = String::with_capacity(2048 + entries.len() * 192);
     out.push_str(
         "<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>Index of ",
@@ -93,10 +249,26 @@ fn to_html(rel: &[u8], entries: &[Entry]) -> String {
          table{border-collapse:collapse}\
          th,td{padding:.2em 1.5em .2em 0;text-align:left}\
          td.size{text-align:right;white-space:nowrap}\
+         nav a{margin:0 1em}\
          </style>\n</head>\n<body>\n<h1>Index of ",
     );
     escape_html(&mut out, &title);
-    out.push_str("</h1>\n<table>\n<thead><tr><th>Name</th><th>Size</th><th>Last modified</th></tr></thead>\n<tbody>\n");
+    out.push_str("</h1>\n");
+    if page.total == 0 {
+        out.push_str("<p class=\"count\">no entries</p>\n");
+    } else {
+        let _ = writeln!(out, "<p class=\"count\">entries {}\u{2013}{} of {}</p>", page.first, page.last, page.total);
+    }
+    if page.truncated {
+        let _ = writeln!(
+            out,
+            "<p class=\"more\">This folder has more entries than are listed: only the first {} names \
+             the file system returned were read.</p>",
+            page.max_names
+        );
+    }
+    nav(&mut out, page);
+    out.push_str("<table>\n<thead><tr><th>Name</th><th>Size</th><th>Last modified</th></tr></thead>\n<tbody>\n");
     if !rel.is_empty() {
         out.push_str("<tr><td><a href=\"../\">../</a></td><td class=\"size\">-</td><td></td></tr>\n");
     }
@@ -118,8 +290,26 @@ fn to_html(rel: &[u8], entries: &[Entry]) -> String {
         utc_minutes(&mut out, entry.mtime);
         out.push_str("</td></tr>\n");
     }
-    out.push_str("</tbody>\n</table>\n</body>\n</html>\n");
+    out.push_str("</tbody>\n</table>\n");
+    nav(&mut out, page);
+    out.push_str("</body>\n</html>\n");
     out
+}
+
+/// Previous/next links, when there is more than one page.
+fn nav(out: &mut String, page: &Page) {
+    if page.pages < 2 {
+        return;
+    }
+    out.push_str("<nav>");
+    if page.number > 1 {
+        let _ = write!(out, "<a href=\"?page={}\" rel=\"prev\">\u{2190} previous</a>", page.number - 1);
+    }
+    let _ = write!(out, "page {} of {}", page.number, page.pages);
+    if page.number < page.pages {
+        let _ = write!(out, "<a href=\"?page={}\" rel=\"next\">next \u{2192}</a>", page.number + 1);
+    }
+    out.push_str("</nav>\n");
 }
 
 /// Append `text` with `& < > " '` replaced by character references.
@@ -185,7 +375,15 @@ mod tests {
     use super::*;
 
     fn entry(name: &[u8], is_dir: bool) -> Entry {
-        Entry { name: name.to_vec(), is_dir, size: 1536, mtime: 784_111_777 }
+        Entry { name: name.into(), is_dir, size: 1536, mtime: 784_111_777 }
+    }
+
+    fn candidate(name: &[u8], is_dir: bool) -> Candidate {
+        Candidate { name: name.into(), is_dir, linked: false }
+    }
+
+    fn single(total: usize) -> Page {
+        Page { number: 1, pages: 1, first: 1, last: total, total, truncated: false, max_names: MAX_NAMES }
     }
 
     #[test]
@@ -230,23 +428,55 @@ mod tests {
 
     #[test]
     fn sorted_directories_first() {
-        let mut entries = vec![entry(b"b.txt", false), entry(b"z", true), entry(b"a.txt", false), entry(b"A", true)];
-        sort(&mut entries);
-        let names: Vec<&[u8]> = entries.iter().map(|e| e.name.as_slice()).collect();
+        let mut names =
+            vec![candidate(b"b.txt", false), candidate(b"z", true), candidate(b"a.txt", false), candidate(b"A", true)];
+        sort(&mut names);
+        let names: Vec<&[u8]> = names.iter().map(|c| &*c.name).collect();
         assert_eq!(names, [&b"A"[..], b"z", b"a.txt", b"b.txt"]);
     }
 
     #[test]
     fn html_shape() {
-        let html = to_html(b"", &[entry(b"<b>&\"", false), entry(b"sub dir", true)]);
+        let html = to_html(b"", &single(2), &[entry(b"<b>&\"", false), entry(b"sub dir", true)]);
         assert!(!html.contains("href=\"../\""));
         assert!(html.contains("<title>Index of /</title>"));
         assert!(html.contains(
             "<a href=\"%3Cb%3E%26%22\">&lt;b&gt;&amp;&quot;</a></td><td class=\"size\" title=\"1536 bytes\">1.5 KiB</td><td>1994-11-06 08:49</td>"
         ));
         assert!(html.contains("<a href=\"sub%20dir/\">sub dir/</a></td><td class=\"size\">-</td>"));
-        let nested = to_html(b"a/<x>", &[]);
+        assert!(html.contains("<p class=\"count\">entries 1\u{2013}2 of 2</p>"));
+        assert!(!html.contains("<nav>") && !html.contains("more entries than are listed"));
+        let nested = to_html(b"a/<x>", &single(0), &[]);
         assert!(nested.contains("<a href=\"../\">../</a>"));
         assert!(nested.contains("<h1>Index of /a/&lt;x&gt;/</h1>"));
+        assert!(nested.contains("<p class=\"count\">no entries</p>"));
+    }
+
+    #[test]
+    fn page_links() {
+        let page = |number, pages| Page { number, pages, first: 1, last: 1, total: 1, truncated: false, max_names: 9 };
+        let first = to_html(b"", &page(1, 3), &[]);
+        assert!(first.contains("<nav>page 1 of 3<a href=\"?page=2\" rel=\"next\">"), "{first}");
+        assert!(!first.contains("rel=\"prev\""));
+        let middle = to_html(b"", &page(2, 3), &[]);
+        assert!(middle.contains("<a href=\"?page=1\" rel=\"prev\">\u{2190} previous</a>page 2 of 3<a href=\"?page=3\""));
+        let last = to_html(b"", &page(3, 3), &[]);
+        assert!(last.contains("rel=\"prev\"") && !last.contains("rel=\"next\""));
+        let capped = to_html(b"", &Page { truncated: true, ..page(1, 1) }, &[]);
+        assert!(capped.contains("This folder has more entries than are listed: only the first 9 names"));
+    }
+
+    #[test]
+    fn page_parameter() {
+        assert_eq!(page_param(None), Ok(1));
+        assert_eq!(page_param(Some("")), Ok(1));
+        assert_eq!(page_param(Some("sort=name")), Ok(1));
+        assert_eq!(page_param(Some("page=3")), Ok(3));
+        assert_eq!(page_param(Some("x=1&page=007&page=9")), Ok(7));
+        assert_eq!(page_param(Some("page=0")), Ok(0));
+        assert_eq!(page_param(Some("page=99999999999999999999999999")), Ok(usize::MAX));
+        for bad in ["page=", "page=abc", "page=-1", "page=+1", "page=1.5", "page=%31", "page= 1"] {
+            assert_eq!(page_param(Some(bad)), Err(BadPage), "{bad}");
+        }
     }
 }

@@ -1,13 +1,16 @@
 //! The origin's embedded media file server: the public [`FileServer`], request dispatch and response building.
 //!
 //! Each request costs one hop to the blocking pool, which opens the path beneath the root
-//! (openat2), fstats it, evaluates conditionals and ranges, and either reads a small answer
-//! in full, renders a directory listing, or hands the file to a [`body::FileBody`] that
-//! streams it chunk by chunk as the client asks for more.
+//! (openat2), fstats it, checks it may be served ([`hidden`]), evaluates conditionals and
+//! ranges, and either reads a small answer in full or hands the file to a [`body::FileBody`]
+//! that streams it chunk by chunk as the client asks for more. A directory listing takes a
+//! second hop, and only with one of [`CONCURRENT_LISTINGS`] permits, so listings of huge
+//! folders can neither take over the blocking pool nor hold much memory ([`listing`]).
 
 mod body;
 mod cache;
 mod conditional;
+mod hidden;
 mod listing;
 mod mime;
 mod path;
@@ -18,23 +21,30 @@ mod tests;
 use std::fmt;
 use std::fs::File;
 use std::io;
-use std::path::Path;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use common::body::{boxed, empty, full, BoxBody};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
+use tokio::sync::Semaphore;
 use tracing::warn;
 
 use self::body::FileBody;
 use self::cache::{Cached, SmallFiles};
 use self::conditional::{Conditions, Verdict};
+use self::listing::ListError;
 use self::path::{FileMeta, Kind, Root, Target};
 use self::range::{RangeHeader, Resolved};
 
 /// Answers of at most this many bytes are read inside the call that opens the file.
 const INLINE_MAX: u64 = 64 * 1024;
+
+/// Directory listings built at once; more wait (without holding a blocking thread). With
+/// [`common::tuning::MAX_BLOCKING_THREADS`] threads, the rest stay free for file requests.
+pub const CONCURRENT_LISTINGS: usize = 4;
 
 const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 const TEXT_HTML: &str = "text/html; charset=utf-8";
@@ -45,6 +55,17 @@ const TEXT_HTML: &str = "text/html; charset=utf-8";
 pub struct FileServer {
     root: Arc<Root>,
     small: Arc<SmallFiles>,
+    listings: Arc<Semaphore>,
+    limits: listing::Limits,
+}
+
+/// What a [`FileServer`] hides beyond its fixed rules (see [`FileServer::with_options`]).
+#[derive(Debug, Clone, Default)]
+pub struct FileOptions {
+    /// A directory never served or listed, with everything in it (the origin's `--certs-dir`).
+    pub hide: Option<PathBuf>,
+    /// Serve and list dot-files and dot-directories (`--show-hidden`).
+    pub show_hidden: bool,
 }
 
 impl fmt::Debug for FileServer {
@@ -64,11 +85,33 @@ impl FileServer {
     /// hides its certificates directory this way, so a first run with `--root .` next to
     /// `certs/` cannot hand out the token.
     pub fn hiding(root: &Path, hidden: Option<&Path>) -> io::Result<FileServer> {
+        Self::with_options(root, &FileOptions { hide: hidden.map(Path::to_path_buf), show_hidden: false })
+    }
+
+    /// The file server with every option. Whatever they say, these are never served or listed
+    /// (404, as if absent, however they are reached: symlinks, `..` spellings, aliases):
+    /// - dot-files and dot-directories and everything in them, unless `show_hidden`;
+    /// - `options.hide` and everything in it;
+    /// - every directory holding revmux key material (an entry named `token` or `*-key.pem`)
+    ///   and everything in it, the root included.
+    pub fn with_options(root: &Path, options: &FileOptions) -> io::Result<FileServer> {
         let mut root = Root::open(root)?;
-        if let Some(dir) = hidden {
+        if let Some(dir) = &options.hide {
             root.hide(dir);
         }
-        Ok(FileServer { root: Arc::new(root), small: Arc::default() })
+        root.show_hidden(options.show_hidden);
+        Ok(FileServer {
+            root: Arc::new(root),
+            small: Arc::default(),
+            listings: Arc::new(Semaphore::new(CONCURRENT_LISTINGS)),
+            limits: listing::Limits::default(),
+        })
+    }
+
+    /// Whether the root itself holds key material, so that nothing at all will be served.
+    /// Blocking (reads the root directory); meant for a warning at start.
+    pub fn root_holds_keys(&self) -> bool {
+        self.root.is_key_dir(self.root.path())
     }
 
     /// The canonical root directory being served.
@@ -88,6 +131,9 @@ impl FileServer {
             Ok(target) => target,
             Err(reject) => return reject.response(head),
         };
+        if self.root.policy().refuses_request(&target.rel) {
+            return Reject::NotFound.response(head);
+        }
         let headers = req.headers();
         let ask = Ask {
             head,
@@ -108,11 +154,49 @@ impl FileServer {
         match tokio::task::spawn_blocking(move || serve(&root, &small, target, ask)).await {
             Ok(Outcome::Ready(response)) => response,
             Ok(Outcome::AddSlash) => add_slash(&uri, head),
+            Ok(Outcome::List { dir, real, rel }) => self.list(dir, real, rel, &uri, head).await,
             Err(e) => {
                 warn!(error = %e, path = %uri.path(), "file server task failed");
                 Reject::Internal.response(head)
             }
         }
+    }
+
+    /// Build one page of a directory listing: wait for a listing permit (holding no blocking
+    /// thread meanwhile), then read and render on the blocking pool with the permit held.
+    async fn list(&self, dir: OwnedFd, real: PathBuf, rel: PathBuf, uri: &Uri, head: bool) -> Response<BoxBody> {
+        let page = match listing::page_param(uri.query()) {
+            Ok(page) => page,
+            Err(_) => return Reject::BadPage.response(head),
+        };
+        let Ok(permit) = Arc::clone(&self.listings).acquire_owned().await else {
+            return Reject::Internal.response(head);
+        };
+        let root = Arc::clone(&self.root);
+        let limits = self.limits;
+        let rendered = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            listing::render(&root, dir, &real, &rel, page, limits).map_err(|e| (e, rel))
+        });
+        match rendered.await {
+            Ok(Ok(html)) => listing_response(html, head),
+            Ok(Err((ListError::NoSuchPage, _))) => Reject::NoSuchPage.response(head),
+            Ok(Err((ListError::Io(e), rel))) => {
+                warn!(error = %e, path = %rel.display(), "could not list directory");
+                Reject::Internal.response(head)
+            }
+            Err(e) => {
+                warn!(error = %e, path = %uri.path(), "directory listing task failed");
+                Reject::Internal.response(head)
+            }
+        }
+    }
+
+    /// Smaller listing bounds, to test paging and the cap on small directories.
+    #[cfg(test)]
+    pub(crate) fn with_limits(mut self, max_names: usize, page_size: usize) -> Self {
+        self.limits = listing::Limits { max_names, page_size };
+        self
     }
 }
 
@@ -127,6 +211,12 @@ enum Outcome {
     Ready(Response<BoxBody>),
     /// A directory asked for without its trailing slash.
     AddSlash,
+    /// A directory that may be listed: open, at the canonical path `real`, asked for as `rel`.
+    List {
+        dir: OwnedFd,
+        real: PathBuf,
+        rel: PathBuf,
+    },
 }
 
 /// Reasons a request fails before any file is sent, each with its status and text.
@@ -142,20 +232,22 @@ pub(crate) enum Reject {
     NotRegular,
     NotFound,
     NotADirectory,
+    BadPage,
+    NoSuchPage,
     Internal,
 }
 
 impl Reject {
     fn status(self) -> StatusCode {
         match self {
-            Reject::BadPath | Reject::BadPercent => StatusCode::BAD_REQUEST,
+            Reject::BadPath | Reject::BadPercent | Reject::BadPage => StatusCode::BAD_REQUEST,
             Reject::DotDot
             | Reject::BadSegment
             | Reject::LeavesRoot
             | Reject::Loop
             | Reject::Denied
             | Reject::NotRegular => StatusCode::FORBIDDEN,
-            Reject::NotFound | Reject::NotADirectory => StatusCode::NOT_FOUND,
+            Reject::NotFound | Reject::NotADirectory | Reject::NoSuchPage => StatusCode::NOT_FOUND,
             Reject::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -172,6 +264,8 @@ impl Reject {
             Reject::NotRegular => "403 forbidden: not a regular file or directory\n",
             Reject::NotFound => "404 not found\n",
             Reject::NotADirectory => "404 not found: not a directory\n",
+            Reject::BadPage => "400 bad request: the page parameter must be a whole number\n",
+            Reject::NoSuchPage => "404 not found: this listing has no such page\n",
             Reject::Internal => "500 internal server error: could not read from disk\n",
         }
     }
@@ -181,15 +275,13 @@ impl Reject {
     }
 }
 
-/// The blocking part of a request: open, fstat, then decide and (for small answers) read.
+/// The blocking part of a request: open, fstat, check that it may be served, then decide and
+/// (for small answers) read.
 fn serve(root: &Root, small: &SmallFiles, target: Target, ask: Ask) -> Outcome {
     let fd = match root.open_beneath(&target.rel) {
         Ok(fd) => fd,
         Err(e) => return Outcome::Ready(path::reject_for(e, &target.rel).response(ask.head)),
     };
-    if root.is_hidden(&fd) {
-        return Outcome::Ready(Reject::NotFound.response(ask.head));
-    }
     let meta = match FileMeta::of(&fd) {
         Ok(meta) => meta,
         Err(e) => {
@@ -197,15 +289,12 @@ fn serve(root: &Root, small: &SmallFiles, target: Target, ask: Ask) -> Outcome {
             return Outcome::Ready(Reject::Internal.response(ask.head));
         }
     };
+    let Some(real) = root.admits(&fd, meta.kind == Kind::Dir) else {
+        return Outcome::Ready(Reject::NotFound.response(ask.head));
+    };
     Outcome::Ready(match meta.kind {
         Kind::Dir if !target.trailing_slash => return Outcome::AddSlash,
-        Kind::Dir => match listing::render(root, fd, &target.rel) {
-            Ok(html) => listing_response(html, ask.head),
-            Err(e) => {
-                warn!(error = %e, path = %target.rel.display(), "could not list directory");
-                Reject::Internal.response(ask.head)
-            }
-        },
+        Kind::Dir => return Outcome::List { dir: fd, real, rel: target.rel },
         Kind::File if target.trailing_slash => Reject::NotADirectory.response(ask.head),
         Kind::File if meta.size <= INLINE_MAX => small_file(File::from(fd), &meta, &target.rel, &ask, small),
         Kind::File => file_response(File::from(fd), &meta, &target.rel, &ask),

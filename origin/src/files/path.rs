@@ -1,7 +1,7 @@
 //! Request-path decoding and opening paths strictly beneath the served root (openat2, with a canonicalize fallback).
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +11,7 @@ use rustix::fs::{FileType, Mode, OFlags, ResolveFlags, Stat};
 use rustix::io::Errno;
 use tracing::{debug, warn};
 
+use super::hidden::Policy;
 use super::Reject;
 
 /// Flags for every open below the root. `NONBLOCK` keeps a FIFO placed in the tree from
@@ -114,22 +115,14 @@ pub(crate) fn reject_for(err: Errno, rel: &Path) -> Reject {
     }
 }
 
-/// The served directory: its canonical path and an fd that every lookup starts from.
+/// The served directory: its canonical path, an fd that every lookup starts from, and the
+/// rules on what beneath it is never served ([`Policy`]).
 pub(crate) struct Root {
     dir: PathBuf,
     fd: OwnedFd,
     /// False when the kernel lacks openat2; then every open canonicalizes and checks the prefix.
     openat2: AtomicBool,
-    /// A directory beneath the root that is never served or listed (the origin's own keys).
-    hidden: Option<Hidden>,
-}
-
-/// A hidden directory: its canonical path (to check what an fd resolves to) and its identity
-/// (to leave it, or a symlink to it, out of listings).
-struct Hidden {
-    path: PathBuf,
-    dev: u64,
-    ino: u64,
+    policy: Policy,
 }
 
 impl Root {
@@ -157,38 +150,35 @@ impl Root {
         if !openat2 {
             debug!(root = %dir.display(), "openat2 unavailable, checking canonical paths instead");
         }
-        Ok(Root { dir, fd, openat2: AtomicBool::new(openat2), hidden: None })
+        Ok(Root { dir, fd, openat2: AtomicBool::new(openat2), policy: Policy::default() })
     }
 
     /// Never serve or list `dir` or anything in it, if it lies beneath the root.
     pub(crate) fn hide(&mut self, dir: &Path) {
         let Ok(path) = fs::canonicalize(dir) else { return };
-        if !path.starts_with(&self.dir) {
-            return;
-        }
-        if let Ok(st) = rustix::fs::stat(&path) {
-            let meta = FileMeta::from_stat(&st);
-            self.hidden = Some(Hidden { path, dev: meta.dev, ino: meta.ino });
+        if path.starts_with(&self.dir) {
+            self.policy.set_certs(path);
         }
     }
 
-    /// Whether an opened file or directory is the hidden directory or lies inside it. Asks the
-    /// kernel where the fd really is (so symlinks and `..` tricks make no difference); if it
-    /// cannot say, the answer is yes: better a 404 than a leaked key.
-    pub(crate) fn is_hidden(&self, fd: &OwnedFd) -> bool {
-        let Some(hidden) = &self.hidden else { return false };
-        match fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) {
-            Ok(real) => real.starts_with(&hidden.path),
-            Err(e) => {
-                warn!(error = %e, "cannot tell where an opened file lies; refusing it");
-                true
-            }
-        }
+    /// Serve and list dot-files and dot-directories too (key directories stay hidden).
+    pub(crate) fn show_hidden(&mut self, show: bool) {
+        self.policy.set_show_hidden(show);
     }
 
-    /// Whether a listed entry is the hidden directory itself.
-    pub(crate) fn hides(&self, meta: &FileMeta) -> bool {
-        self.hidden.as_ref().is_some_and(|h| h.dev == meta.dev && h.ino == meta.ino)
+    /// The rules on what is never served.
+    pub(crate) fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Where an opened file or directory really is, if it may be served (see [`Policy::admits`]).
+    pub(crate) fn admits(&self, fd: &OwnedFd, is_dir: bool) -> Option<PathBuf> {
+        self.policy.admits(self, fd, is_dir)
+    }
+
+    /// Whether the directory at the canonical path `real` holds key material (cached briefly).
+    pub(crate) fn is_key_dir(&self, real: &Path) -> bool {
+        self.policy.is_key_dir(self, real)
     }
 
     /// The canonical root directory.

@@ -577,7 +577,255 @@ async fn the_hidden_directory_is_never_served_or_listed() {
     let html = String::from_utf8_lossy(&listing.body).into_owned();
     assert!(!html.contains("certs") && !html.contains("alias"), "{html}");
     assert!(html.contains("hello.txt"));
-    // The rest of the tree is served as usual, and without hiding the directory is visible.
+    // The rest of the tree is served as usual. A directory holding a token is hidden even
+    // without being named (see key_directories_are_never_served_or_listed).
     assert_eq!(get(&server, "/hello.txt", &[]).await.status, StatusCode::OK);
-    assert_eq!(get(&f.server, "/certs/token", &[]).await.status, StatusCode::OK);
+    assert_eq!(get(&f.server, "/certs/token", &[]).await.status, StatusCode::NOT_FOUND);
+    // Hiding works by location, not by content: a named directory without key material.
+    let public = f.root.join("public-certs");
+    fs::create_dir(&public).unwrap();
+    fs::write(public.join("ca.pem"), b"certificate").unwrap();
+    let server = FileServer::hiding(&f.root, Some(&public)).unwrap();
+    assert_eq!(get(&server, "/public-certs/ca.pem", &[]).await.status, StatusCode::NOT_FOUND);
+    assert!(!String::from_utf8_lossy(&get(&server, "/", &[]).await.body).contains("public-certs"));
+    assert_eq!(get(&f.server, "/public-certs/ca.pem", &[]).await.status, StatusCode::OK);
+}
+
+/// A tree with dot-files, key directories, and symlinks into both.
+fn secrets_fixture(options: &super::FileOptions) -> Fixture {
+    let f = fixture();
+    let root = &f.root;
+    fs::create_dir_all(root.join(".git")).unwrap();
+    fs::write(root.join(".git/config"), b"[remote] url = secret\n").unwrap();
+    fs::write(root.join(".env"), b"PASSWORD=secret\n").unwrap();
+    fs::create_dir_all(root.join("a/.ssh")).unwrap();
+    fs::write(root.join("a/.ssh/id_rsa"), b"secret key\n").unwrap();
+    fs::write(root.join("a/visible.txt"), b"visible\n").unwrap();
+    fs::create_dir_all(root.join("keys/sub")).unwrap();
+    fs::write(root.join("keys/server-key.pem"), b"-----BEGIN PRIVATE KEY----- secret\n").unwrap();
+    fs::write(root.join("keys/other.txt"), b"next to a key: secret\n").unwrap();
+    fs::write(root.join("keys/sub/deeper.txt"), b"below a key: secret\n").unwrap();
+    fs::create_dir_all(root.join("creds")).unwrap();
+    fs::write(root.join("creds/token"), b"secret-token\n").unwrap();
+    // A directory named `token` is not key material.
+    fs::create_dir_all(root.join("band/token")).unwrap();
+    fs::write(root.join("band/song.txt"), b"la la\n").unwrap();
+    symlink("keys", root.join("keys-alias")).unwrap();
+    symlink("keys/other.txt", root.join("other-link")).unwrap();
+    symlink(".env", root.join("env-link")).unwrap();
+    symlink("../creds", root.join("a/creds-link")).unwrap();
+    let server = FileServer::with_options(root, options).unwrap();
+    Fixture { _dir: f._dir, root: f.root, server }
+}
+
+const KEY_PATHS: [&str; 12] = [
+    "/keys/server-key.pem",
+    "/keys/other.txt",
+    "/keys/sub/deeper.txt",
+    "/keys/sub/",
+    "/keys/",
+    "/keys",
+    "/creds/token",
+    "/creds/",
+    "/keys-alias/other.txt",
+    "/other-link",
+    "/a/creds-link/token",
+    "/./keys//other.txt",
+];
+
+async fn assert_not_found(server: &FileServer, uri: &str) {
+    for method in [Method::GET, Method::HEAD] {
+        let r = send(server, method.clone(), uri, &[]).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{method} {uri}");
+        if method == Method::GET {
+            // Exactly what a missing file gets: nothing tells that it exists.
+            assert_eq!(r.body, "404 not found\n", "{uri}");
+        }
+    }
+}
+
+async fn listing_html(server: &FileServer, uri: &str) -> String {
+    let r = get(server, uri, &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{uri}");
+    String::from_utf8(r.body.to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn dot_files_are_hidden_by_default() {
+    let f = secrets_fixture(&super::FileOptions::default());
+    for uri in ["/.env", "/.git/config", "/.git/", "/.git", "/a/.ssh/id_rsa", "/a/.ssh/", "/env-link", "/%2Eenv"] {
+        assert_not_found(&f.server, uri).await;
+    }
+    let html = listing_html(&f.server, "/").await;
+    for hidden in [".env", ".git", "env-link"] {
+        assert!(!html.contains(hidden), "{hidden} listed:\n{html}");
+    }
+    let html = listing_html(&f.server, "/a/").await;
+    assert!(!html.contains(".ssh") && html.contains("visible.txt"), "{html}");
+    assert_eq!(get(&f.server, "/a/visible.txt", &[]).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn show_hidden_serves_dot_files() {
+    let f = secrets_fixture(&super::FileOptions { hide: None, show_hidden: true });
+    for (uri, body) in
+        [("/.env", &b"PASSWORD=secret\n"[..]), ("/env-link", b"PASSWORD=secret\n"), ("/a/.ssh/id_rsa", b"secret key\n")]
+    {
+        let r = get(&f.server, uri, &[]).await;
+        assert_eq!((r.status, &r.body[..]), (StatusCode::OK, body), "{uri}");
+    }
+    let html = listing_html(&f.server, "/").await;
+    assert!(html.contains("<a href=\".env\">.env</a>") && html.contains("<a href=\".git/\">.git/</a>"), "{html}");
+    // Key directories stay hidden.
+    for uri in KEY_PATHS {
+        assert_not_found(&f.server, uri).await;
+    }
+}
+
+#[tokio::test]
+async fn key_directories_are_never_served_or_listed() {
+    let f = secrets_fixture(&super::FileOptions::default());
+    for uri in KEY_PATHS {
+        assert_not_found(&f.server, uri).await;
+    }
+    let html = listing_html(&f.server, "/").await;
+    for hidden in ["keys", "creds", "other-link"] {
+        assert!(!html.contains(hidden), "{hidden} listed:\n{html}");
+    }
+    assert!(html.contains("<a href=\"band/\">band/</a>"), "{html}");
+    let html = listing_html(&f.server, "/a/").await;
+    assert!(!html.contains("creds-link"), "{html}");
+    // A directory merely named `token` does not hide its parent.
+    assert_eq!(get(&f.server, "/band/song.txt", &[]).await.status, StatusCode::OK);
+    assert!(listing_html(&f.server, "/band/").await.contains("<a href=\"token/\">token/</a>"));
+}
+
+#[tokio::test]
+async fn key_material_appearing_later_hides_its_directory() {
+    let f = secrets_fixture(&super::FileOptions::default());
+    assert_eq!(get(&f.server, "/sub%20dir/inner.txt", &[]).await.status, StatusCode::OK);
+    assert!(listing_html(&f.server, "/").await.contains("sub dir/"));
+    fs::write(f.root.join("sub dir/ca-key.pem"), b"secret").unwrap();
+    // Small files and key-directory answers are remembered for about a second.
+    poll_until(&f.server, "/sub%20dir/inner.txt", |r| r.status == StatusCode::NOT_FOUND).await;
+    assert_not_found(&f.server, "/sub%20dir/").await;
+    assert!(!listing_html(&f.server, "/").await.contains("sub dir"));
+    assert_not_found(&f.server, "/linkdir_in/inner.txt").await;
+}
+
+#[tokio::test]
+async fn a_root_holding_keys_serves_nothing() {
+    let f = fixture();
+    assert!(!f.server.root_holds_keys());
+    fs::write(f.root.join("token"), b"secret").unwrap();
+    let server = FileServer::new(&f.root).unwrap();
+    assert!(server.root_holds_keys());
+    for uri in ["/", "/hello.txt", "/sub%20dir/inner.txt", "/token"] {
+        assert_not_found(&server, uri).await;
+    }
+}
+
+/// `n` empty files `f000.txt`… and `dirs` directories `d00`… in a fresh directory `name`.
+fn populate(root: &std::path::Path, name: &str, files: usize, dirs: usize) {
+    let dir = root.join(name);
+    fs::create_dir(&dir).unwrap();
+    for i in 0..files {
+        fs::write(dir.join(format!("f{i:04}.txt")), b"").unwrap();
+    }
+    for i in 0..dirs {
+        fs::create_dir(dir.join(format!("d{i:02}"))).unwrap();
+    }
+}
+
+fn hrefs(html: &str) -> Vec<&str> {
+    html.split("<td><a href=\"").skip(1).filter_map(|s| s.split('"').next()).collect()
+}
+
+#[tokio::test]
+async fn listings_are_paged() {
+    let f = fixture();
+    populate(&f.root, "many", 7, 2);
+    let server = f.server.clone().with_limits(100, 4);
+    let page1 = listing_html(&server, "/many/").await;
+    assert_eq!(hrefs(&page1), ["../", "d00/", "d01/", "f0000.txt", "f0001.txt"]);
+    assert!(page1.contains("entries 1\u{2013}4 of 9"), "{page1}");
+    assert!(page1.contains("page 1 of 3<a href=\"?page=2\" rel=\"next\">"), "{page1}");
+    assert!(!page1.contains("more entries than are listed"));
+    let page2 = listing_html(&server, "/many/?page=2").await;
+    assert_eq!(hrefs(&page2), ["../", "f0002.txt", "f0003.txt", "f0004.txt", "f0005.txt"]);
+    assert!(page2.contains("entries 5\u{2013}8 of 9"));
+    assert!(page2.contains("<a href=\"?page=1\" rel=\"prev\">"));
+    let page3 = listing_html(&server, "/many/?x=1&page=3").await;
+    assert_eq!(hrefs(&page3), ["../", "f0006.txt"]);
+    assert!(page3.contains("entries 9\u{2013}9 of 9") && !page3.contains("rel=\"next\""));
+    // Past the last page (or page 0): 404; not a number: 400.
+    for uri in ["/many/?page=4", "/many/?page=0", "/many/?page=99999999999999999999999"] {
+        let r = get(&server, uri, &[]).await;
+        assert_eq!(
+            (r.status, &r.body[..]),
+            (StatusCode::NOT_FOUND, &b"404 not found: this listing has no such page\n"[..])
+        );
+    }
+    for uri in ["/many/?page=abc", "/many/?page=", "/many/?page=-1", "/many/?page=1.0"] {
+        let r = get(&server, uri, &[]).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}");
+        assert_eq!(r.body, "400 bad request: the page parameter must be a whole number\n");
+        assert_eq!(send(&server, Method::HEAD, uri, &[]).await.status, StatusCode::BAD_REQUEST);
+    }
+    // Files ignore the parameter; an empty directory has exactly one page.
+    assert_eq!(get(&server, "/hello.txt?page=abc", &[]).await.status, StatusCode::OK);
+    populate(&f.root, "none", 0, 0);
+    assert!(listing_html(&server, "/none/?page=1").await.contains("no entries"));
+    assert_eq!(get(&server, "/none/?page=2", &[]).await.status, StatusCode::NOT_FOUND);
+    // HEAD agrees with GET on a page.
+    let g = get(&server, "/many/?page=2", &[]).await;
+    let h = send(&server, Method::HEAD, "/many/?page=2", &[]).await;
+    assert_eq!((g.status, &g.headers), (h.status, &h.headers));
+}
+
+#[tokio::test]
+async fn listings_read_a_bounded_number_of_names() {
+    let f = fixture();
+    populate(&f.root, "many", 7, 2);
+    let server = f.server.clone().with_limits(5, 100);
+    let html = listing_html(&server, "/many/").await;
+    assert!(html.contains("This folder has more entries than are listed: only the first 5 names"), "{html}");
+    assert!(html.contains("of 5</p>"), "{html}");
+    assert_eq!(hrefs(&html).len(), 1 + 5);
+    let exact = f.server.clone().with_limits(9, 100);
+    let html = listing_html(&exact, "/many/").await;
+    assert!(!html.contains("more entries than are listed") && html.contains("entries 1\u{2013}9 of 9"), "{html}");
+}
+
+#[tokio::test]
+async fn listing_pages_of_the_default_size() {
+    let f = fixture();
+    populate(&f.root, "big", super::listing::PAGE_SIZE + 1, 0);
+    let page1 = listing_html(&f.server, "/big/").await;
+    assert_eq!(hrefs(&page1).len(), 1 + super::listing::PAGE_SIZE);
+    assert!(page1.contains("entries 1\u{2013}1000 of 1001") && page1.contains("page 1 of 2"), "{page1}");
+    let page2 = listing_html(&f.server, "/big/?page=2").await;
+    assert_eq!(hrefs(&page2), ["../", "f1000.txt"]);
+    assert_eq!(get(&f.server, "/big/?page=3", &[]).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn listings_wait_for_a_permit_without_delaying_files() {
+    let f = fixture();
+    let held =
+        std::sync::Arc::clone(&f.server.listings).acquire_many_owned(super::CONCURRENT_LISTINGS as u32).await.unwrap();
+    let server = f.server.clone();
+    let listing = tokio::spawn(async move { get(&server, "/", &[]).await.status });
+    // Files, redirects and errors do not wait for listings.
+    for (uri, status) in [("/hello.txt", 200), ("/digits.bin", 200), ("/sub%20dir", 301), ("/nope", 404)] {
+        let r = tokio::time::timeout(std::time::Duration::from_secs(5), get(&f.server, uri, &[]))
+            .await
+            .expect("a file request must not wait for listings");
+        assert_eq!(r.status.as_u16(), status, "{uri}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(!listing.is_finished(), "a listing must wait for a permit");
+    drop(held);
+    let status = tokio::time::timeout(std::time::Duration::from_secs(5), listing).await.unwrap().unwrap();
+    assert_eq!(status, StatusCode::OK);
 }
