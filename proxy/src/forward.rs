@@ -162,7 +162,7 @@ fn authority_of(parts: &http::request::Parts) -> Result<Authority, ForwardError>
     if authority.as_str().contains('@') {
         return Err(ForwardError::BadHost("user information is not allowed in the host".into()));
     }
-    if authority.port().is_some() && authority.port_u16().is_none_or(|p| p == 0) {
+    if !port_is_valid(authority.as_str()) {
         return Err(ForwardError::BadHost(format!(
             "{:?} has an invalid port",
             truncate_for_log(authority.as_str(), 64)
@@ -172,6 +172,18 @@ fn authority_of(parts: &http::request::Parts) -> Result<Authority, ForwardError>
         return Err(ForwardError::NoHost);
     }
     Ok(authority)
+}
+
+/// Whatever follows the host (after an IPv6 literal's `]`) is absent or `:1`..`:65535`.
+fn port_is_valid(authority: &str) -> bool {
+    let after_host = match authority.rfind(']') {
+        Some(end) => &authority[end + 1..],
+        None => authority.rfind(':').map_or("", |i| &authority[i..]),
+    };
+    match after_host.strip_prefix(':') {
+        None => after_host.is_empty(),
+        Some(port) => port.parse::<u16>().is_ok_and(|p| p != 0),
+    }
 }
 
 /// Rewrite a front-end request for the tunnel: absolute URI (HTTP/2 needs `:scheme` and
@@ -345,4 +357,30 @@ static ABORTED: LogLimiter = LogLimiter::standard();
 /// Lines left out by the forwarding path's limiters.
 pub fn log_suppressed() -> u64 {
     ABORTED.suppressed_total()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(host: &[&str]) -> http::request::Parts {
+        let mut req = Request::get("/").body(()).expect("request");
+        for h in host {
+            req.headers_mut().append(header::HOST, HeaderValue::from_str(h).expect("value"));
+        }
+        req.into_parts().0
+    }
+
+    #[test]
+    fn hosts_are_checked() {
+        assert_eq!(authority_of(&parts(&["example.test"])).expect("plain").as_str(), "example.test");
+        assert!(authority_of(&parts(&["example.test:8080"])).is_ok());
+        assert!(authority_of(&parts(&["[::1]:8080"])).is_ok());
+        assert!(authority_of(&parts(&["[::1]"])).is_ok());
+        for bad in ["example.test:99999", "example.test:0", "user:pw@example.test", "[::1]:x", "example.test:"] {
+            assert!(matches!(authority_of(&parts(&[bad])), Err(ForwardError::BadHost(_))), "{bad}");
+        }
+        assert!(matches!(authority_of(&parts(&["a", "b"])), Err(ForwardError::BadHost(_))), "two Host headers");
+        assert!(matches!(authority_of(&parts(&[])), Err(ForwardError::NoHost)));
+    }
 }

@@ -10,126 +10,13 @@ use common::Secret;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use origin::config::{App, ProxyAddr, Settings};
-use origin::files::FileServer;
+use origin::config::App;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-struct TestProxy {
-    proxy: Arc<proxy::Proxy>,
-    front: SocketAddr,
-    tunnel: SocketAddr,
-    ca: PathBuf,
-    token: Secret,
-    shutdown: CancellationToken,
-    _dir: tempfile::TempDir,
-}
-
-async fn start_proxy() -> TestProxy {
-    common::tls::install_default_provider();
-    let dir = tempfile::tempdir().unwrap();
-    let issued = certs::ensure_server_cert(dir.path(), &[]).unwrap();
-    let (token, _, _) = certs::ensure_token(dir.path()).unwrap();
-    let tunnel_tls = common::tls::server_config(
-        common::tls::load_certs(&issued.cert).unwrap(),
-        common::tls::load_key(&issued.key).unwrap(),
-        common::tls::ALPN_TUNNEL,
-    )
-    .unwrap();
-    let listeners = proxy::Listeners {
-        frontend: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        tunnel: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
-    };
-    let front = listeners.frontend.local_addr().unwrap();
-    let tunnel = listeners.tunnel.local_addr().unwrap();
-    let proxy = proxy::Proxy::new(token.clone());
-    let shutdown = CancellationToken::new();
-    tokio::spawn(proxy::run(
-        proxy.clone(),
-        listeners,
-        proxy::Tls { tunnel: tunnel_tls, frontend: None },
-        shutdown.clone(),
-    ));
-    TestProxy { proxy, front, tunnel, ca: issued.ca, token, shutdown, _dir: dir }
-}
-
-fn origin_settings(p: &TestProxy, name: &str, token: Secret, app: App) -> Settings {
-    Settings {
-        proxy: ProxyAddr { authority: format!("localhost:{}", p.tunnel.port()), host: "localhost".into() },
-        trust: Trust::CaFile(p.ca.clone()),
-        token,
-        name: name.into(),
-        app,
-        notes: vec![],
-    }
-}
-
-fn start_origin(settings: Settings) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        origin::run(settings, CancellationToken::new()).await.unwrap();
-    })
-}
-
-/// Poll `cond` every 10 ms for up to 10 s.
-async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..1000 {
-        if cond() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-async fn connected(p: &TestProxy, name: &str) {
-    wait_for(&format!("origin {name} to connect"), || !p.proxy.registry.tunnels_of(name).is_empty()).await;
-}
-
-/// A front-end HTTP/1.1 connection.
-async fn h1(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
-    tokio::spawn(conn);
-    sender
-}
-
-async fn get(addr: SocketAddr, path: &str) -> (StatusCode, http::HeaderMap, Bytes) {
-    let mut sender = h1(addr).await;
-    let req = Request::get(path).header("host", "example.test").body(Full::default()).unwrap();
-    let resp = sender.send_request(req).await.unwrap();
-    let (parts, body) = resp.into_parts();
-    (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
-}
-
-fn media_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("small.txt"), b"hello through the tunnel\n").unwrap();
-    std::fs::write(dir.path().join("big.bin"), pattern(24 * 1024 * 1024)).unwrap();
-    dir
-}
-
-fn pattern(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()
-}
-
-fn files(root: &Path) -> App {
-    App::Files(FileServer::new(root).unwrap())
-}
-
-/// A proxy with one origin named `media` serving [`media_dir`], connected.
-async fn proxy_with_media_origin() -> (TestProxy, tempfile::TempDir) {
-    let p = start_proxy().await;
-    let media = media_dir();
-    start_origin(origin_settings(&p, "media", p.token.clone(), files(media.path())));
-    connected(&p, "media").await;
-    (p, media)
-}
+mod kit;
+use kit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_origin_is_a_prompt_502() {

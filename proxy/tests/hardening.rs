@@ -1,0 +1,197 @@
+//! In-process attacks on the proxy: each asserts that one hostile front-end client hurts only
+//! itself -- other clients' requests complete and the tunnel survives (same id).
+
+#![allow(clippy::unwrap_used)]
+
+mod kit;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::{Empty, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use kit::*;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_head_gets_431_from_the_proxy_and_the_tunnel_stays() {
+    let (p, _media) = proxy_with_media_origin().await;
+    let id = tunnel_id(&p, "media");
+    // A download in flight meanwhile must get every byte.
+    let victim = tokio::spawn(get(p.front, "/big.bin"));
+    for value in ["~".repeat(200_000), "a".repeat(262_000), "\u{ff}".repeat(40_000)] {
+        let head = format!("GET /small.txt HTTP/1.1\r\nhost: x\r\nx-big: {value}\r\n\r\n");
+        let answer = raw_exchange(p.front, head.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 431"), "{}", &answer[..answer.len().min(80)]);
+    }
+    // HTTP/2: a header list over the front end's limit is refused on that stream only.
+    let tcp = tokio::net::TcpStream::connect(p.front).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(format!("http://{}/small.txt", p.front))
+        .header("x-big", "~".repeat(40_000))
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    match sender.send_request(req).await {
+        Ok(resp) => assert_eq!(resp.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+        Err(e) => assert!(e.to_string().contains("refused") || e.to_string().contains("stream"), "{e}"),
+    }
+    // The largest head that is allowed, of the bytes HPACK encodes worst, crosses the tunnel.
+    let mut sender = h1(p.front).await;
+    let worst = http::HeaderValue::from_bytes(&[0xff; 30_000]).unwrap();
+    let req = Request::get("/small.txt").header("host", "x").header("x-worst", worst).body(Full::default()).unwrap();
+    assert_eq!(sender.send_request(req).await.unwrap().status(), StatusCode::OK);
+
+    let (status, _, body) = victim.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == pattern(24 * 1024 * 1024), "the download in flight is intact");
+    assert_eq!(tunnel_id(&p, "media"), id, "the tunnel survived");
+    p.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_window_client_cannot_stall_anybody_else() {
+    let (p, _media) = proxy_with_media_origin().await;
+    let id = tunnel_id(&p, "media");
+    // One HTTP/2 client that grants no window opens 70 downloads and never reads.
+    let tcp = connect_from(p.front, "127.0.0.2").await;
+    let (mut sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(0)
+        .handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut held = Vec::new();
+    for _ in 0..70 {
+        let req = Request::get(format!("http://{}/big.bin", p.front)).body(Empty::<Bytes>::new()).unwrap();
+        held.push(tokio::spawn(sender.send_request(req)));
+    }
+    // And a hundred HTTP/1.1 downloads from another address that are never read.
+    let mut socks = Vec::new();
+    for _ in 0..100 {
+        let mut tcp = connect_from(p.front, "127.0.0.3").await;
+        tcp.write_all(b"GET /big.bin HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+        socks.push(tcp);
+    }
+    // Let them fill whatever they can.
+    wait_for("the attackers' streams", || p.proxy.stalls.len() >= 40).await;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let (status, _, body) = tokio::time::timeout(Duration::from_secs(5), get(p.front, "/small.txt")).await.unwrap();
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello through the tunnel\n"[..]));
+        assert!(started.elapsed() < Duration::from_secs(1), "small GET took {:?}", started.elapsed());
+    }
+    let (status, _, body) = tokio::time::timeout(Duration::from_secs(20), get(p.front, "/big.bin")).await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert!(body == pattern(24 * 1024 * 1024), "a download still flows");
+    assert_eq!(tunnel_id(&p, "media"), id);
+    drop(socks);
+    for h in held {
+        h.abort();
+    }
+    p.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_abandoned_downloads_never_end_the_tunnel() {
+    let (p, _media) = proxy_with_media_origin().await;
+    let id = tunnel_id(&p, "media");
+    // 1,500 HTTP/1.1 downloads dropped right after their heads, 100 at a time.
+    for wave in 0..15 {
+        let mut tasks = Vec::new();
+        for i in 0..100 {
+            let front = p.front;
+            let from = format!("127.0.1.{}", (wave * 100 + i) % 250 + 1);
+            tasks.push(tokio::spawn(async move {
+                let mut tcp = connect_from(front, &from).await;
+                tcp.write_all(b"GET /big.bin HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+                let mut first = [0u8; 64];
+                let _ = tcp.read(&mut first).await;
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+    // And HTTP/2 streams reset right after their HEADERS, on many connections.
+    for _ in 0..20 {
+        let tcp = tokio::net::TcpStream::connect(p.front).await.unwrap();
+        let (mut sender, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+        let conn = tokio::spawn(conn);
+        for _ in 0..100 {
+            let req = Request::get(format!("http://{}/big.bin", p.front)).body(Empty::<Bytes>::new()).unwrap();
+            let pending = tokio::spawn(sender.send_request(req));
+            tokio::task::yield_now().await;
+            pending.abort();
+        }
+        conn.abort();
+    }
+    for _ in 0..10 {
+        let (status, _, _) = get(p.front, "/small.txt").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(tunnel_id(&p, "media"), id, "the tunnel must survive abandoned downloads");
+    p.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_hosts_and_upgrades_get_a_clear_status() {
+    let (p, _media) = proxy_with_media_origin().await;
+    let cases: [(&str, &str); 5] = [
+        ("GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n", "HTTP/1.1 400"),
+        ("GET / HTTP/1.1\r\nhost: user:pw@example.test\r\n\r\n", "HTTP/1.1 400"),
+        ("GET / HTTP/1.1\r\nhost: example.test:99999\r\n\r\n", "HTTP/1.1 400"),
+        ("GET / HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n", "HTTP/1.1 501"),
+        ("CONNECT example.test:443 HTTP/1.1\r\nhost: example.test:443\r\n\r\n", "HTTP/1.1 501"),
+    ];
+    for (request, expected) in cases {
+        let answer =
+            raw_exchange(p.front, request.replace("\r\n\r\n", "\r\nconnection: close\r\n\r\n").as_bytes()).await;
+        assert!(answer.starts_with(expected), "{request:?} -> {}", &answer[..answer.len().min(120)]);
+    }
+    let answer =
+        raw_exchange(p.front, b"GET / HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n").await;
+    assert!(answer.contains("WebSocket"), "names what is unsupported: {answer}");
+    p.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_that_never_answers_gets_504_after_the_response_timeout() {
+    let limits = proxy::Limits { response_timeout: Duration::from_millis(500), ..Default::default() };
+    let p = start_proxy_with(limits).await;
+    // A local service that accepts and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            held.push(tcp);
+        }
+    });
+    let app =
+        origin::config::App::Upstream(Box::new(origin::upstream::Upstream::new(&format!("http://{addr}")).unwrap()));
+    start_origin(origin_settings(&p, "app", p.token.clone(), app));
+    connected(&p, "app").await;
+    let started = Instant::now();
+    let (status, _, body) = get(p.front, "/").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(String::from_utf8_lossy(&body).contains("origin app did not start answering"), "{body:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    p.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_a_preface_is_closed_at_the_first_bytes_deadline() {
+    let (p, _media) = proxy_with_media_origin().await;
+    // Half a preface, then nothing: closed once the first-bytes deadline passes (10 s).
+    let mut tcp = tokio::net::TcpStream::connect(p.front).await.unwrap();
+    tcp.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(15), tcp.read(&mut buf)).await.expect("closed in time");
+    assert!(matches!(n, Ok(0) | Err(_)), "closed, not answered");
+    assert!(started.elapsed() >= Duration::from_secs(9), "not before the deadline");
+    p.shutdown.cancel();
+}

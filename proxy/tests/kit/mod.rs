@@ -1,0 +1,173 @@
+//! A small kit for in-process tests: a real proxy and real origins in one process, on port 0,
+//! talking TLS and HTTP/2 over loopback, and front-end clients. Readiness is polled, never
+//! slept for.
+
+#![allow(clippy::unwrap_used, dead_code)]
+
+use bytes::Bytes;
+use common::certs;
+use common::tls::Trust;
+use common::Secret;
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use origin::config::{App, ProxyAddr, Settings};
+use origin::files::FileServer;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub struct TestProxy {
+    pub proxy: Arc<proxy::Proxy>,
+    pub front: SocketAddr,
+    pub tunnel: SocketAddr,
+    pub ca: PathBuf,
+    pub token: Secret,
+    pub shutdown: CancellationToken,
+    pub _dir: tempfile::TempDir,
+}
+
+pub async fn start_proxy() -> TestProxy {
+    start_proxy_with(proxy::Limits::default()).await
+}
+
+/// A proxy with these front-end limits.
+pub async fn start_proxy_with(limits: proxy::Limits) -> TestProxy {
+    common::tls::install_default_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let issued = certs::ensure_server_cert(dir.path(), &[]).unwrap();
+    let (token, _, _) = certs::ensure_token(dir.path()).unwrap();
+    let tunnel_tls = common::tls::server_config(
+        common::tls::load_certs(&issued.cert).unwrap(),
+        common::tls::load_key(&issued.key).unwrap(),
+        common::tls::ALPN_TUNNEL,
+    )
+    .unwrap();
+    let listeners = proxy::Listeners {
+        frontend: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        tunnel: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        admin: TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    };
+    let front = listeners.frontend.local_addr().unwrap();
+    let tunnel = listeners.tunnel.local_addr().unwrap();
+    let proxy = proxy::Proxy::with_limits(token.clone(), limits);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(proxy::run(
+        proxy.clone(),
+        listeners,
+        proxy::Tls { tunnel: tunnel_tls, frontend: None },
+        shutdown.clone(),
+    ));
+    TestProxy { proxy, front, tunnel, ca: issued.ca, token, shutdown, _dir: dir }
+}
+
+pub fn origin_settings(p: &TestProxy, name: &str, token: Secret, app: App) -> Settings {
+    Settings {
+        proxy: ProxyAddr { authority: format!("localhost:{}", p.tunnel.port()), host: "localhost".into() },
+        trust: Trust::CaFile(p.ca.clone()),
+        token,
+        name: name.into(),
+        app,
+        notes: vec![],
+    }
+}
+
+pub fn start_origin(settings: Settings) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        origin::run(settings, CancellationToken::new()).await.unwrap();
+    })
+}
+
+/// Poll `cond` every 10 ms for up to 10 s.
+pub async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    for _ in 0..1000 {
+        if cond() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+pub async fn connected(p: &TestProxy, name: &str) {
+    wait_for(&format!("origin {name} to connect"), || !p.proxy.registry.tunnels_of(name).is_empty()).await;
+}
+
+/// A front-end HTTP/1.1 connection.
+pub async fn h1(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> (StatusCode, http::HeaderMap, Bytes) {
+    let mut sender = h1(addr).await;
+    let req = Request::get(path).header("host", "example.test").body(Full::default()).unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
+}
+
+pub fn media_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("small.txt"), b"hello through the tunnel\n").unwrap();
+    std::fs::write(dir.path().join("big.bin"), pattern(24 * 1024 * 1024)).unwrap();
+    dir
+}
+
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()
+}
+
+pub fn files(root: &Path) -> App {
+    App::Files(FileServer::new(root).unwrap())
+}
+
+/// A proxy with one origin named `media` serving [`media_dir`], connected.
+pub async fn proxy_with_media_origin() -> (TestProxy, tempfile::TempDir) {
+    let p = start_proxy().await;
+    let media = media_dir();
+    start_origin(origin_settings(&p, "media", p.token.clone(), files(media.path())));
+    connected(&p, "media").await;
+    (p, media)
+}
+
+/// A TCP connection to `addr` from the loopback address `from` (127.0.0.x): per-client
+/// limits count by address, so an attacker in a test must not share the victim's.
+pub async fn connect_from(addr: SocketAddr, from: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let tcp = socket.connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    tcp
+}
+
+/// A front-end HTTP/1.1 connection from the loopback address `from`.
+pub async fn h1_from(addr: SocketAddr, from: &str) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(connect_from(addr, from).await)).await.unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// The id of `origin`'s one tunnel.
+pub fn tunnel_id(p: &TestProxy, origin: &str) -> u64 {
+    let tunnels = p.proxy.registry.tunnels_of(origin);
+    assert_eq!(tunnels.len(), 1, "one tunnel for {origin}");
+    tunnels[0].id
+}
+
+/// Send raw bytes on a new connection and read the answer until the peer closes (or 10 s).
+pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let _ = tcp.write_all(request).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
