@@ -505,6 +505,17 @@ settle() {
   done
 }
 
+# check_runs LABEL FILE: a report of `h2abuse.py conformance`: every run must have ended right
+check_runs() {
+  local runs passed
+  runs=$(jfield "$2" runs) passed=$(jfield "$2" passed)
+  if [ -n "$runs" ] && [ "$passed" = "$runs" ]; then
+    pass "$1: $passed of $runs runs ($(jfield "$2" outcomes))"
+  else
+    fail "$1" "${runs:-all} of ${runs:-all} runs as RFC 9113 says" "${passed:-?} of ${runs:-?}: $(jfield "$2" outcomes) $(tail -c 150 "${2%.out}.err" 2>/dev/null)"
+  fi
+}
+
 # stop_pair TAG: stop c-TAG and p-TAG
 stop_pair() {
   stop_proc "c-$1"
@@ -533,7 +544,7 @@ check_peak_rss() {
   if [ -n "$kib" ] && [ "$kib" -lt $(($3 * 1024)) ]; then
     pass "$1: peak RSS of $2 $((kib / 1024)) MiB (limit $3 MiB)"
   else
-    fail "$1: peak RSS of $2 under $3 MiB" "< $3 MiB" "${kib:+$((kib / 1024)) MiB}${kib:-process gone}"
+    fail "$1: peak RSS of $2 under $3 MiB" "< $3 MiB" "$(if [ -n "$kib" ]; then echo "$((kib / 1024)) MiB"; else echo "process gone"; fi)"
   fi
 }
 

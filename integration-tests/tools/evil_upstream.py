@@ -97,6 +97,8 @@ class Handler(socketserver.BaseRequestHandler):
             headers.append((k.strip().lower(), v.strip()))
         method, target = request_line.split(b" ")[0:2]
         path = target.split(b"?")[0]
+        if b"://" in path:  # absolute-form: route it anyway (and /record records it as it came)
+            path = b"/" + path.split(b"://", 1)[1].partition(b"/")[2]
         body_len = self.read_body(headers)
         keep = b"close" not in b",".join(v for k, v in headers if k == b"connection").lower()
         if path.startswith(b"/record"):
