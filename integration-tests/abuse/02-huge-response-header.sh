@@ -39,6 +39,7 @@ else
 fi
 rm -f "$T/victim.bin"
 check_tunnel_survived "huge response header" "$PAIR_ADMIN" rhdr "$tid"
+wait_until 20 admin_lists "$PAIR_ADMIN" rhdr # (c back if the tunnel went down)
 victim_get "afterwards a victim's GET of a 6-byte file" "$PAIR_FRONT/files/small.txt" "$EVIL_DIR/small.txt" 1
 check_peak_rss "huge response header" p-rhdr 200
 check_peak_rss "huge response header" c-rhdr 200

@@ -208,7 +208,9 @@ class H2:
         """The HEADERS (+ CONTINUATION) frames carrying HEADERS, as bytes."""
         from hyperframe.frame import ContinuationFrame, HeadersFrame
 
-        block = self.enc.encode(headers, huffman=huffman)
+        # Like real encoders, long values go without Huffman coding, which would make '~' or
+        # bytes 0x80-0xFF two to four times longer (and the block that many frames longer).
+        block = b"".join(self.enc.encode([h], huffman=huffman and len(h[1]) < 1024) for h in headers)
         chunks = [block[i:i + self.max_frame] for i in range(0, len(block), self.max_frame)] or [b""]
         out = []
         for i, chunk in enumerate(chunks):
