@@ -5,6 +5,7 @@
 # addresses), then twice 10,000 h2c streams each reset (RST_STREAM CANCEL) right after its
 # HEADERS. After each storm the tunnel_id is the same; afterwards a victim's GETs (6 bytes
 # under 1 s, 10 MiB byte-exact within 10 s) work and p's peak RSS stayed under 200 MiB.
+# abuse: fast
 # case-timeout: 180
 # shellcheck source=../lib.sh
 . "$(dirname "$0")/../lib.sh"

@@ -55,6 +55,8 @@ class Conn:
         self.t_closed = None
         self.first = b""
         self.error = None
+        self.sent = False  # its opening bytes are written (in the kernel's send buffer)
+        self.writer = None
 
 
 async def one_hold(a, i, src, stop, conns, sem):
@@ -79,6 +81,7 @@ async def one_hold(a, i, src, stop, conns, sem):
             c.error = "tls: %s" % e.__class__.__name__
             c.t_closed = time.monotonic()
             return
+    c.writer = writer
     data = head_for(a.kind, a)
 
     async def write_slowly():
@@ -94,6 +97,7 @@ async def one_hold(a, i, src, stop, conns, sem):
         if data:
             writer.write(data)
             await writer.drain()
+        c.sent = True
         if a.kind == "slow-head":
             writer_task = asyncio.ensure_future(write_slowly())
         if a.kind == "stalled-get":
@@ -124,16 +128,20 @@ async def cmd_hold(a):
     sem = asyncio.Semaphore(a.concurrency)
     tasks = [asyncio.ensure_future(one_hold(a, i, srcs[i % len(srcs)], stop, conns, sem)) for i in range(a.count)]
 
-    async def all_attempted():
-        while sum(1 for c in conns if c.t_connect or c.error) < a.count:
+    def in_place(c):
+        # Its opening bytes are written, or the server stopped taking them (the kernel's send
+        # buffer is full), or it is over: closed, or it never connected.
+        return (c.sent or c.t_closed or (c.error and not c.t_connect)
+                or (c.writer is not None and c.writer.transport.get_write_buffer_size() > 0))
+
+    async def all_in_place():
+        while len(conns) < a.count or not all(in_place(c) for c in conns):
             await asyncio.sleep(0.05)
 
     try:
-        await asyncio.wait_for(all_attempted(), a.hold)
+        await asyncio.wait_for(all_in_place(), a.hold)
     except asyncio.TimeoutError:
         pass
-    # Give a moment for the heads to be written before declaring the attack in place.
-    await asyncio.sleep(0.2)
     counts = summary(a, conns)
     if a.ready:
         al.write_json(a.ready, counts)
