@@ -1,8 +1,9 @@
-# revmux build entry points. `make` builds release binaries into ./bin; `make test` is the full test run.
+# revmux build entry points. `make` builds release binaries into ./bin; `make test` is the full test run;
+# `make abuse` the whole abuse suite (integration-tests/abuse: attacks on the public ports).
 CARGO ?= cargo
 BIN := bin
 
-.PHONY: all build test unit integration demo bench lint fmt clean
+.PHONY: all build test unit integration abuse demo bench lint fmt clean
 
 all: build
 
@@ -19,8 +20,13 @@ test: unit integration
 unit:
 	$(CARGO) test --workspace
 
+# The shell suite includes the abuse cases marked fast; `make abuse` runs every abuse case
+# (CASES="..." picks some), each against its own p/c pair.
 integration: build
 	$(MAKE) -C integration-tests
+
+abuse: build
+	$(MAKE) -C integration-tests abuse
 
 demo: build
 	./scripts/demo.sh

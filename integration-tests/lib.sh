@@ -334,3 +334,277 @@ log_tail() {
   echo "---- last lines of $f"
   tail -n "${2:-15}" "$f" | sed 's/^/    /'
 }
+
+# ---------------------------------------------------------------- abuse suite (abuse/*.sh)
+# Each abuse case starts its own p/c pair, attacks it from 127.0.0.2 and up (the proxy caps
+# connections and streams per client address, so attacker and victim must differ), and
+# checks the victim's outcome (victim_get, from 127.0.0.1), that the tunnel survived
+# (tunnel_id before and after) and memory (VmRSS/VmHWM of p and c).
+
+ABUSE_CERTS=$WORK/certs-abuse # shared by every abuse pair (a CA per pair is wasted work)
+
+# h2_python: a python3 that can import h2, hpack and hyperframe (Debian's python3-h2). A
+# python3 first on PATH (pyenv, a venv) may not see Debian's packages; /usr/bin/python3 does.
+h2_python() {
+  local py
+  for py in python3 /usr/bin/python3; do
+    if "$py" -c 'import h2, hpack, hyperframe' 2>/dev/null; then
+      echo "$py"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# require_h2: sets PY_H2 to such a python, or skips the whole case (and exits it).
+require_h2() {
+  if ! PY_H2=$(h2_python); then
+    skip "python3-h2 is not installed (apt-get install python3-h2): this case speaks raw HTTP/2"
+    exit 0
+  fi
+}
+
+# free_ports N: N free loopback ports into the array PORTS
+free_ports() { mapfile -t PORTS < <(python3 "$TOOLS/freeports.py" "$1"); }
+
+# make_file FILE MIB: MIB MiB of deterministic bytes
+make_file() {
+  python3 -c 'import hashlib, sys; sys.stdout.buffer.write(hashlib.shake_256(b"revmux-abuse").digest(int(sys.argv[1]) << 20))' "$2" >"$1"
+}
+
+# make_root DIR: a served root with small.txt (6 bytes) and big.bin (10 MiB)
+make_root() {
+  mkdir -p "$1"
+  printf 'small\n' >"$1/small.txt"
+  make_file "$1/big.bin" 10
+}
+
+# jfield FILE KEY[.KEY...]: a field of the (last) JSON object in FILE; '' when missing
+jfield() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+try:
+    lines = [l for l in open(sys.argv[1]).read().splitlines() if l.strip()]
+    v = json.loads(lines[-1])
+    for k in sys.argv[2].split("."):
+        v = v[k]
+    print(json.dumps(v) if isinstance(v, (dict, list)) else ("" if v is None else v))
+except Exception:
+    print("")
+PY
+}
+
+# tunnel_id ADMIN-URL NAME: tunnel_id of origin NAME in /status ('' when not listed)
+tunnel_id() {
+  cx --max-time 3 "$1/status" 2>/dev/null | python3 -c '
+import json, sys
+try:
+    ids = [o["tunnel_id"] for o in json.load(sys.stdin)["origins"] if o["name"] == sys.argv[1]]
+    print(ids[0] if ids else "")
+except Exception:
+    print("")' "$2"
+}
+
+# check_tunnel_survived LABEL ADMIN-URL NAME ID-BEFORE: the same tunnel still serves NAME
+check_tunnel_survived() {
+  local now
+  now=$(tunnel_id "$2" "$3")
+  if [ -n "$4" ] && [ "$now" = "$4" ]; then
+    pass "$1: the tunnel survived (tunnel_id $now before and after)"
+  else
+    fail "$1: the tunnel survived" "tunnel_id $4" "${now:-no tunnel listed} ($(grep -c 'tunnel lost' "$LOGS/p-$3.log" 2>/dev/null) 'tunnel lost' in p's log)"
+  fi
+}
+
+# start_pair TAG [P-ARGS...] [-- C-ARGS...]: p-TAG and c-TAG (origin name TAG) on free ports;
+# c gets C-ARGS (default: --root $T/root). Sets PAIR_FRONT_PORT, PAIR_TUNNEL_PORT,
+# PAIR_ADMIN_PORT, PAIR_FRONT (http://...), PAIR_ADMIN and PAIR_TID (the first tunnel_id).
+# Records a FAIL and returns 1 when p does not start or c does not connect within 20 s.
+start_pair() {
+  local tag=$1 pargs=() cargs=()
+  shift
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do
+    pargs+=("$1")
+    shift
+  done
+  [ "${1:-}" = -- ] && shift
+  cargs=("$@")
+  [ ${#cargs[@]} -gt 0 ] || cargs=(--root "$T/root")
+  start_proxy "$tag" "${pargs[@]}" || return 1
+  start_origin "$tag" "$PAIR_TUNNEL_PORT" "${cargs[@]}"
+}
+
+# start_proxy TAG [P-ARGS...]: only p-TAG (sets the PAIR_* ports and URLs); 1 if it does not
+# come up (a FAIL is recorded with its last log line: e.g. a flag it does not know yet).
+_admin_up() { [ "$(http_code "$1/status" --max-time 2)" = 200 ]; }
+_p_up_or_dead() { _admin_up "$2" || pid_dead "$(proc_pid "$1")"; }
+start_proxy() {
+  local tag=$1
+  shift
+  free_ports 3
+  PAIR_FRONT_PORT=${PORTS[0]} PAIR_TUNNEL_PORT=${PORTS[1]} PAIR_ADMIN_PORT=${PORTS[2]}
+  PAIR_FRONT=http://127.0.0.1:$PAIR_FRONT_PORT PAIR_ADMIN=http://127.0.0.1:$PAIR_ADMIN_PORT
+  PAIR_TID=
+  mkdir -p "$ABUSE_CERTS"
+  start_bg "p-$tag" "$LOGS/p-$tag.log" "$P_BIN" --listen "127.0.0.1:$PAIR_FRONT_PORT" \
+    --tunnel-listen "127.0.0.1:$PAIR_TUNNEL_PORT" --admin-listen "127.0.0.1:$PAIR_ADMIN_PORT" \
+    --certs-dir "$ABUSE_CERTS" "$@" || true
+  wait_until 20 _p_up_or_dead "p-$tag" "$PAIR_ADMIN"
+  if ! _admin_up "$PAIR_ADMIN"; then
+    fail "p-$tag starts${*:+ with $*}" "its admin port answering" \
+      "$(oneline "$(grep -m1 -i 'error' "$LOGS/p-$tag.log" 2>/dev/null || tail -n 2 "$LOGS/p-$tag.log" 2>/dev/null)")"
+    return 1
+  fi
+}
+
+# start_origin TAG TUNNEL-PORT C-ARGS...: c-TAG (origin name TAG) and wait until p lists it.
+start_origin() {
+  local tag=$1 tp=$2
+  shift 2
+  start_c "c-$tag" "$ABUSE_CERTS" "$tp" "$tag" "$@" || true
+  if ! wait_until 20 admin_lists "$PAIR_ADMIN" "$tag"; then
+    fail "c-$tag connects to p-$tag within 20 s" "listed in /status" "$(oneline "$(tail -n 3 "$LOGS/c-$tag.log" 2>/dev/null)")"
+    return 1
+  fi
+  PAIR_TID=$(tunnel_id "$PAIR_ADMIN" "$tag")
+}
+
+# start_evil TAG: tools/evil_upstream.py as svc-TAG, its files in $T/evil; sets EVIL_PORT and
+# EVIL_DIR. Then: start_pair TAG -- --upstream "http://127.0.0.1:$EVIL_PORT"
+start_evil() {
+  EVIL_DIR=$T/evil
+  mkdir -p "$EVIL_DIR"
+  rm -f "$T/evil.port"
+  start_bg "svc-$1" "$LOGS/svc-$1.log" python3 "$TOOLS/evil_upstream.py" --port-file "$T/evil.port" --dir "$EVIL_DIR"
+  if ! wait_files 10 "$T/evil.port"; then
+    fail "the misbehaving service starts" "its port" "$(oneline "$(tail -n 3 "$LOGS/svc-$1.log")")"
+    return 1
+  fi
+  EVIL_PORT=$(cat "$T/evil.port")
+}
+
+# status_sum ADMIN-URL FIELD: FIELD of /status summed over the listed origins (-1: no answer)
+status_sum() {
+  cx --max-time 3 "$1/status" 2>/dev/null | python3 -c '
+import json, sys
+try:
+    print(sum(o[sys.argv[1]] for o in json.load(sys.stdin)["origins"]))
+except Exception:
+    print(-1)' "$2"
+}
+
+# settle ADMIN-URL: wait (at most 5 s) until no more bytes come from the origins, i.e. every
+# buffer and window a stalled attacker can fill is full
+settle() {
+  local prev=-2 cur _
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    cur=$(status_sum "$1" bytes_from_origin)
+    [ "$cur" = "$prev" ] && return 0
+    prev=$cur
+    sleep 0.5
+  done
+}
+
+# check_runs LABEL FILE: a report of `h2abuse.py conformance`: every run must have ended right
+check_runs() {
+  local runs passed
+  runs=$(jfield "$2" runs) passed=$(jfield "$2" passed)
+  if [ -n "$runs" ] && [ "$passed" = "$runs" ]; then
+    pass "$1: $passed of $runs runs ($(jfield "$2" outcomes))"
+  else
+    fail "$1" "${runs:-all} of ${runs:-all} runs as RFC 9113 says" "${passed:-?} of ${runs:-?}: $(jfield "$2" outcomes) $(tail -c 150 "${2%.out}.err" 2>/dev/null)"
+  fi
+}
+
+# stop_pair TAG: stop c-TAG and p-TAG
+stop_pair() {
+  stop_proc "c-$1"
+  stop_proc "p-$1"
+}
+
+# mem_kib NAME FIELD: FIELD (VmRSS, VmHWM: the peak) of process NAME in KiB ('' if gone)
+mem_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$(proc_pid "$1")/status" 2>/dev/null; }
+
+# settle_rss NAME: wait (at most 6 s) until NAME's VmRSS stops moving (under 1 MiB in 0.3 s)
+settle_rss() {
+  local prev=0 cur _
+  for _ in $(seq 20); do
+    cur=$(mem_kib "$1" VmRSS)
+    [ -n "$cur" ] || return 1
+    [ $((cur - prev)) -lt 1024 ] && [ $((prev - cur)) -lt 1024 ] && return 0
+    prev=$cur
+    sleep 0.3
+  done
+}
+
+# check_peak_rss LABEL NAME MAX-MIB: NAME's peak RSS (VmHWM, over its whole life) stayed under
+check_peak_rss() {
+  local kib
+  kib=$(mem_kib "$2" VmHWM)
+  if [ -n "$kib" ] && [ "$kib" -lt $(($3 * 1024)) ]; then
+    pass "$1: peak RSS of $2 $((kib / 1024)) MiB (limit $3 MiB)"
+  else
+    fail "$1: peak RSS of $2 under $3 MiB" "< $3 MiB" "$(if [ -n "$kib" ]; then echo "$((kib / 1024)) MiB"; else echo "process gone"; fi)"
+  fi
+}
+
+# victim_get LABEL URL FILE MAX-SECONDS [CURL-ARGS...]: an ordinary client from 127.0.0.1:
+# the GET must be 200, byte-exact with FILE, within MAX-SECONDS (whole seconds or a decimal).
+# Sets V_SECS (curl's time_total).
+victim_get() {
+  local label=$1 url=$2 file=$3 max=$4 name out rc status size
+  shift 4
+  name=victim.$RANDOM
+  out=$("${CURL[@]}" --interface 127.0.0.1 --max-time "$(awk -v m="$max" 'BEGIN { print int(m + 3) }')" \
+    -o "$T/$name.body" -w '%{http_code} %{time_total} %{size_download}' "$@" "$url" 2>"$T/$name.err")
+  rc=$?
+  status=000 V_SECS='?' size=0
+  read -r status V_SECS size <<<"$out"
+  if [ "$rc" = 0 ] && [ "$status" = 200 ] && [ "$(sha "$T/$name.body")" = "$(sha "$file")" ] &&
+    awk -v s="$V_SECS" -v m="$max" 'BEGIN { exit !(s <= m) }'; then
+    pass "$label: 200, $size bytes byte-exact in ${V_SECS} s (limit $max s)"
+  else
+    fail "$label" "200, $(fsize "$file") bytes byte-exact within $max s" \
+      "status $status, $size bytes in $V_SECS s, curl exit $rc $(head -c 120 "$T/$name.err")"
+  fi
+  rm -f "$T/$name.body"
+}
+
+# Attack tools run in the background: attack NAME CMD... (stdout to $T/NAME.out, stderr to
+# $T/NAME.err); attack_ready NAME SECONDS waits for $T/NAME.ready; wait_attack NAME SECONDS
+# for the tool to finish by itself; stop_attacks ends them all (SIGTERM: they print their
+# report and exit).
+declare -A ATTACK_PID
+attack() {
+  local name=$1
+  shift
+  rm -f "$T/$name.ready" "$T/$name.out"
+  "$@" >"$T/$name.out" 2>"$T/$name.err" &
+  ATTACK_PID[$name]=$!
+}
+attack_ready() {
+  if ! wait_files "$2" "$T/$1.ready"; then
+    fail "attack $1 in place within $2 s" "its ready file" "$(oneline "$(tail -c 300 "$T/$1.err")")"
+    return 1
+  fi
+}
+wait_attack() {
+  local pid=${ATTACK_PID[$1]:-}
+  [ -n "$pid" ] || return 0
+  wait_until "$2" pid_dead "$pid" || kill -KILL "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  unset "ATTACK_PID[$1]"
+}
+_all_dead() {
+  local p
+  for p in "$@"; do pid_alive "$p" && return 1; done
+  return 0
+}
+stop_attacks() {
+  local pids=("${ATTACK_PID[@]}")
+  [ ${#pids[@]} -gt 0 ] || return 0
+  kill -TERM "${pids[@]}" 2>/dev/null
+  wait_until 5 _all_dead "${pids[@]}" || kill -KILL "${pids[@]}" 2>/dev/null
+  wait "${pids[@]}" 2>/dev/null
+  ATTACK_PID=()
+}

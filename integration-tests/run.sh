@@ -3,6 +3,13 @@
 #
 #   ./run.sh [PATTERN...]      run every cases/NN-*.sh (or only those whose name contains a PATTERN)
 #
+# Abuse cases (abuse/NN-*.sh, named abuse/NN-... in the output; each starts its own p/c pair):
+#   ABUSE=fast (default)  also run those whose header has a line `# abuse: fast`
+#   ABUSE=all             also run every abuse case
+#   ABUSE=only            run every abuse case and nothing else (`make abuse`)
+#   ABUSE=none            no abuse case
+# A case may set its own time limit with a header line `# case-timeout: SECONDS`.
+#
 # Self-hosted (BASE_URL unset): generates the fixtures, picks free loopback ports, starts
 # ../bin/p + ../bin/c (main pair serving the fixtures) and a second p/c pair in front of a
 # local python upstream, runs the cases, then stops everything it started — also on
@@ -28,6 +35,14 @@ mkdir -p "$RUN" "$LOGS"
 . "$IT_DIR/lib.sh"
 
 CASE_TIMEOUT=${CASE_TIMEOUT:-120}
+ABUSE=${ABUSE:-fast}
+case $ABUSE in
+  fast | all | only | none) ;;
+  *)
+    echo "run.sh: ABUSE must be fast, all, only or none (got '$ABUSE')" >&2
+    exit 64
+    ;;
+esac
 CURRENT_CASE_PID=
 
 # ---------------------------------------------------------------- teardown and summary
@@ -129,6 +144,18 @@ if [ -n "${BASE_URL:-}" ]; then
   if [ "$(http_code "$FRONT/poster.png")" != 200 ]; then
     setup_fail "GET $FRONT/poster.png answers 200 (is the origin serving $FIX?)"
   fi
+elif [ "$ABUSE" = only ]; then
+  # Every abuse case starts its own pairs: the shared ones would only cost time.
+  export MODE=self
+  for b in "$P_BIN" "$C_BIN"; do
+    [ -x "$b" ] || setup_fail "binary $b exists (run 'make build' at the repo root)"
+  done
+  mkdir -p "$RUN/bin"
+  if ! cp "$P_BIN" "$RUN/bin/p" || ! cp "$C_BIN" "$RUN/bin/c"; then
+    setup_fail "copy $P_BIN and $C_BIN to $RUN/bin"
+  fi
+  export P_BIN=$RUN/bin/p C_BIN=$RUN/bin/c PROXY_HOST
+  echo "== abuse cases only (each starts its own p/c pair)"
 else
   export MODE=self
   for b in "$P_BIN" "$C_BIN"; do
@@ -189,14 +216,41 @@ selected() {
 }
 PATTERNS=("$@")
 
-for script in "$IT_DIR"/cases/[0-9]*.sh; do
+# The scripts to run, in order: cases/ (unless ABUSE=only), then abuse/ as ABUSE says.
+scripts=()
+[ "$ABUSE" = only ] || scripts+=("$IT_DIR"/cases/[0-9]*.sh)
+for script in "$IT_DIR"/abuse/[0-9]*.sh; do
+  [ -f "$script" ] || continue
+  case $ABUSE in
+    none) ;;
+    fast) grep -q '^# abuse: fast' "$script" && scripts+=("$script") ;;
+    *) scripts+=("$script") ;;
+  esac
+done
+
+# stop_new_daemons BEFORE: stop what a case started and left running (pid files that were not
+# there before it), so that a case killed at its time limit cannot burden the next ones.
+stop_new_daemons() {
+  local f
+  for f in "$PIDS"/*; do
+    [ -f "$f" ] || continue
+    case $f in *.new) continue ;; esac
+    grep -qxF "$(basename "$f")" <<<"$1" || stop_proc "$(basename "$f")" TERM
+  done
+}
+
+for script in "${scripts[@]}"; do
   name=$(basename "$script" .sh)
+  [[ $script == */abuse/* ]] && name=abuse/$name
   selected "$name" || continue
   echo "== $name"
   before=$(wc -l <"$RESULTS")
+  daemons_before=$(ls "$PIDS" 2>/dev/null)
+  limit=$(sed -n 's/^# case-timeout: *\([0-9][0-9]*\).*/\1/p' "$script" | head -n 1)
+  limit=${limit:-$CASE_TIMEOUT}
   # `timeout` runs the case in a process group of its own: on a hang it kills the whole
   # group, and afterwards any leftover background curl of the case is killed the same way.
-  CASE=$name timeout -k 5 "$CASE_TIMEOUT" bash "$script" &
+  CASE=$name timeout -k 5 "$limit" bash "$script" &
   CURRENT_CASE_PID=$!
   echo "$CURRENT_CASE_PID" >>"$RUN/case-pgids"
   wait "$CURRENT_CASE_PID"
@@ -204,8 +258,9 @@ for script in "$IT_DIR"/cases/[0-9]*.sh; do
   kill -KILL -- -"$CURRENT_CASE_PID" 2>/dev/null
   CURRENT_CASE_PID=
   CASE=$name
+  stop_new_daemons "$daemons_before"
   if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
-    fail "case did not finish within ${CASE_TIMEOUT} s (killed)"
+    fail "case did not finish within ${limit} s (killed)"
   elif [ "$rc" != 0 ]; then
     fail "case script exited with status $rc"
   elif [ "$(wc -l <"$RESULTS")" = "$before" ]; then
