@@ -46,7 +46,7 @@ async fn async_main(cli: Cli) -> i32 {
         admin = %format!("http://{}", local(&listeners.admin)),
         "proxy listening"
     );
-    let proxy = proxy::Proxy::new(settings.token);
+    let proxy = proxy::Proxy::with_limits(settings.token, settings.limits);
     let tls = proxy::Tls { tunnel: settings.tunnel_tls, frontend: settings.frontend_tls };
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
