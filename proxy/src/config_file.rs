@@ -60,23 +60,31 @@ struct RawRoute {
     url: Option<Spanned<String>>,
     handler: Option<Spanned<String>>,
     redirect: Option<Spanned<String>>,
-    respond: Option<Spanned<u16>>,
-    status: Option<Spanned<u16>>,
-    body: Option<String>,
-    headers: Option<Spanned<BTreeMap<String, String>>>,
-    remove_headers: Option<Spanned<Vec<String>>>,
+    respond: Option<Spanned<RawRespond>>,
+    request_headers: Option<Spanned<RawHeaders>>,
+    response_headers: Option<Spanned<RawHeaders>>,
     host_header: Option<Spanned<String>>,
     strip_prefix: Option<Spanned<bool>>,
-    basic_auth: Option<Spanned<RawAuth>>,
+    basic_auth: Option<Spanned<Vec<String>>>,
     allow: Option<Spanned<Vec<String>>>,
     timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawAuth {
-    realm: Option<String>,
-    users: BTreeMap<String, String>,
+struct RawRespond {
+    status: u16,
+    #[serde(default)]
+    body: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeaders {
+    #[serde(default)]
+    set: BTreeMap<String, String>,
+    #[serde(default)]
+    remove: Vec<String>,
 }
 
 /// Read and compile a config file. `default_token` is the proxy's own token (from `--token`,
@@ -177,15 +185,6 @@ fn route(
     if targets.iter().filter(|t| **t).count() != 1 {
         return Err(at(span, key, "give exactly one target: origin, url, handler, redirect or respond".into()));
     }
-    let status = |default: StatusCode, allowed: &dyn Fn(StatusCode) -> bool| -> Result<StatusCode, ConfigError> {
-        match &r.status {
-            None => Ok(default),
-            Some(s) => StatusCode::from_u16(*s.get_ref())
-                .ok()
-                .filter(|c| allowed(*c))
-                .ok_or_else(|| at(s.span(), &k("status"), format!("{} is not allowed here", s.get_ref()))),
-        }
-    };
     let target = if let Some(o) = &r.origin {
         protocol::validate_origin_name(o.get_ref()).map_err(|m| at(o.span(), &k("origin"), m))?;
         Target::Origin(OriginRef::Named(o.get_ref().clone()))
@@ -195,40 +194,37 @@ fn route(
     } else if let Some(h) = &r.handler {
         match h.get_ref().as_str() {
             "status" => Target::Handler(Handler::Status),
-            other => return Err(at(h.span(), &k("handler"), format!("unknown handler {other:?}; there is: status"))),
+            "health" => Target::Handler(Handler::Health),
+            other => {
+                return Err(at(
+                    h.span(),
+                    &k("handler"),
+                    format!("unknown handler {other:?}; there are: health, status"),
+                ))
+            }
         }
     } else if let Some(to) = &r.redirect {
         if to.get_ref().is_empty() || HeaderValue::try_from(to.get_ref().as_str()).is_err() {
             return Err(at(to.span(), &k("redirect"), "not a usable Location".into()));
         }
-        let status = status(StatusCode::FOUND, &|c| c.is_redirection())?;
-        Target::Redirect { location: to.get_ref().clone(), status }
-    } else if let Some(code) = &r.respond {
-        let status = StatusCode::from_u16(*code.get_ref())
+        Target::Redirect { location: to.get_ref().clone(), status: StatusCode::PERMANENT_REDIRECT }
+    } else if let Some(respond) = &r.respond {
+        let raw = respond.get_ref();
+        let status = StatusCode::from_u16(raw.status)
             .ok()
             .filter(|c| c.as_u16() >= 200)
-            .ok_or_else(|| at(code.span(), &k("respond"), format!("{} is not a final status", code.get_ref())))?;
-        Target::Respond { status, body: r.body.clone().unwrap_or_default().into() }
+            .ok_or_else(|| at(respond.span(), &k("respond.status"), format!("{} is not a final status", raw.status)))?;
+        Target::Respond { status, body: raw.body.clone().into() }
     } else {
         return Err(at(span, key, "no target".into()));
     };
 
     let mut policy = Policy::default();
-    if let Some(h) = &r.headers {
-        for (name, value) in h.get_ref() {
-            let n = HeaderName::try_from(name.as_str())
-                .map_err(|e| at(h.span(), &k("headers"), format!("{name:?}: {e}")))?;
-            let v = HeaderValue::try_from(value.as_str())
-                .map_err(|e| at(h.span(), &k("headers"), format!("{name:?}: {e}")))?;
-            policy.headers.push((n, Some(v)));
-        }
+    if let Some(h) = &r.request_headers {
+        policy.headers = header_edits(h.get_ref()).map_err(|m| at(h.span(), &k("request_headers"), m))?;
     }
-    if let Some(h) = &r.remove_headers {
-        for name in h.get_ref() {
-            let n = HeaderName::try_from(name.as_str())
-                .map_err(|e| at(h.span(), &k("remove_headers"), format!("{name:?}: {e}")))?;
-            policy.headers.push((n, None));
-        }
+    if let Some(h) = &r.response_headers {
+        policy.response_headers = header_edits(h.get_ref()).map_err(|m| at(h.span(), &k("response_headers"), m))?;
     }
     if let Some(h) = &r.host_header {
         policy.host_header = Some(
@@ -246,13 +242,17 @@ fn route(
         }
     }
     if let Some(a) = &r.basic_auth {
-        let raw = a.get_ref();
-        if raw.users.is_empty() {
+        let mut users = std::collections::HashMap::new();
+        for entry in a.get_ref() {
+            let (user, hash) = entry
+                .split_once(':')
+                .ok_or_else(|| at(a.span(), &k("basic_auth"), "write each entry as \"user:$argon2id$...\"".into()))?;
+            users.insert(user.to_owned(), hash.to_owned());
+        }
+        if users.is_empty() {
             return Err(at(a.span(), &k("basic_auth"), "no users".into()));
         }
-        let realm = raw.realm.clone().unwrap_or_else(|| "revmux".into());
-        let auth = BasicAuth::new(realm, raw.users.clone().into_iter().collect())
-            .map_err(|m| at(a.span(), &k("basic_auth"), m))?;
+        let auth = BasicAuth::new("revmux".into(), users).map_err(|m| at(a.span(), &k("basic_auth"), m))?;
         policy.basic_auth = Some(Arc::new(auth));
     }
     if let Some(list) = &r.allow {
@@ -271,6 +271,20 @@ fn route(
         policy.timeout = Some(d);
     }
     Ok(Route { name: name.to_owned(), host, path, target, policy })
+}
+
+/// `{ set = { name = value }, remove = [name] }`: removals first, then the values set.
+fn header_edits(raw: &RawHeaders) -> Result<Vec<(HeaderName, Option<HeaderValue>)>, String> {
+    let mut edits = Vec::new();
+    for name in &raw.remove {
+        edits.push((HeaderName::try_from(name.as_str()).map_err(|e| format!("{name:?}: {e}"))?, None));
+    }
+    for (name, value) in &raw.set {
+        let n = HeaderName::try_from(name.as_str()).map_err(|e| format!("{name:?}: {e}"))?;
+        let v = HeaderValue::try_from(value.as_str()).map_err(|e| format!("{name:?}: {e}"))?;
+        edits.push((n, Some(v)));
+    }
+    Ok(edits)
 }
 
 /// `10.0.0.0/8`, or a single address.
@@ -343,9 +357,9 @@ path = "/api"
 url = "http://127.0.0.1:8080/base"
 strip_prefix = true
 host_header = "internal"
-headers = {{ x-from = "revmux" }}
-remove_headers = ["cookie"]
-basic_auth = {{ realm = "api", users = {{ alice = "{hash}" }} }}
+request_headers = {{ set = {{ x-from = "revmux" }}, remove = ["cookie"] }}
+response_headers = {{ set = {{ cache-control = "no-store" }}, remove = ["server"] }}
+basic_auth = ["alice:{hash}"]
 
 [[route]]
 path = "/status"
@@ -354,11 +368,9 @@ handler = "status"
 [[route]]
 path = "/old"
 redirect = "https://example.com/"
-status = 301
 
 [[route]]
-respond = 404
-body = "nothing here\n"
+respond = {{ status = 404, body = "nothing here\n" }}
 "#
         );
         let c = compile_str(&text).expect("compiles");
@@ -388,8 +400,7 @@ body = "nothing here\n"
         assert_eq!((e.line, e.key.as_str()), (2, "origin[1].name"));
         let e = compile_str("[[route]\n").expect_err("syntax");
         assert_eq!(e.line, 1, "{e}");
-        let e =
-            compile_str("[[route]]\norigin = \"m\"\nbasic_auth = { users = { bob = \"plain\" } }\n").expect_err("hash");
+        let e = compile_str("[[route]]\norigin = \"m\"\nbasic_auth = [\"bob:plain\"]\n").expect_err("hash");
         assert_eq!(e.key, "route[1].basic_auth");
     }
 

@@ -95,19 +95,22 @@ fn port_is_valid(authority: &str) -> bool {
 
 /// Rewrite a front-end request head for its target: absolute URI (HTTP/2 needs `:scheme` and
 /// `:authority`), hop-by-hop headers removed, `X-Forwarded-*` added. `public` is the host the
-/// client asked for; `target` what the target sees (they differ with `host_header`).
+/// client asked for; `target` what the target sees (they differ with `host_header`). A client's
+/// own `X-Forwarded-For` is kept only when `peer_trusted` (listed in `trusted_proxies`).
 pub fn prepare(
     parts: &mut http::request::Parts,
     conn: &FrontendConn,
     public: &Authority,
     target: Authority,
+    peer_trusted: bool,
 ) -> Result<(), Error> {
     let headers = &mut parts.headers;
     remove_hop_by_hop(headers);
     headers.remove(header::HOST);
 
     let client_ip = conn.peer.ip().to_string();
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let prior = if peer_trusted { headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) } else { None };
+    let forwarded_for = match prior {
         Some(prior) => format!("{prior}, {client_ip}"),
         None => client_ip,
     };

@@ -197,40 +197,52 @@ async fn dispatch(
     conn: &FrontendConn,
     activity: Arc<ConnActivity>,
 ) -> Result<Response<BoxBody>, Error> {
+    let table = proxy.table.load_full();
+    let (mut resp, route) = answer(proxy, &table, req, conn, activity).await?;
+    route.policy.rewrite_response(resp.headers_mut());
+    Ok(resp)
+}
+
+/// The route's target's answer, and the route.
+async fn answer(
+    proxy: &Proxy,
+    table: &crate::route::Table,
+    req: Request<Incoming>,
+    conn: &FrontendConn,
+    activity: Arc<ConnActivity>,
+) -> Result<(Response<BoxBody>, Arc<crate::route::Route>), Error> {
     let (parts, incoming) = req.into_parts();
     let public = forward::check(&parts)?;
-    let table = proxy.table.load_full();
     let host = public.host().trim_start_matches('[').trim_end_matches(']');
     let (_, route) = table
         .lookup(host, parts.uri.path())
         .ok_or_else(|| Error::NoRoute { host: host.to_owned(), path: parts.uri.path().to_owned() })?;
+    let route = route.clone();
     let client = policy::client_ip(conn.peer.ip(), &parts.headers, &table.trusted_proxies);
+    let trusted = policy::is_trusted(conn.peer.ip(), &table.trusted_proxies);
     route.policy.admit(client, &parts.headers).await?;
     let timeout = route.policy.timeout.unwrap_or(proxy.limits.response_timeout);
     let origin = match &route.target {
         Target::Origin(OriginRef::Named(name)) => name.clone(),
         Target::Origin(OriginRef::MostRecent) => proxy.origins.most_recent().ok_or(Error::NoOrigin)?,
         Target::Url { authority, base, text } => {
-            let req = rewritten(&route.policy, parts, incoming, conn, &public)?;
-            return forward::to_url(proxy, req, conn, (authority, base, text), timeout, activity).await;
+            let req = rewritten(&route.policy, parts, incoming, conn, &public, trusted)?;
+            let resp = forward::to_url(proxy, req, conn, (authority, base, text), timeout, activity).await?;
+            return Ok((resp, route));
         }
         Target::Handler(Handler::Status) => {
             let mut resp = Response::new(body::full(status::html(&admin::status(proxy))));
             resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
             resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            return Ok(resp);
+            return Ok((resp, route));
         }
+        Target::Handler(Handler::Health) => return Ok((crate::error::text_response(StatusCode::OK, "ok\n"), route)),
         Target::Redirect { location, status } => {
-            let mut location = location.clone();
-            if location.ends_with('/') {
-                let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-                location.push_str(pq.trim_start_matches('/'));
-            }
             let mut resp = crate::error::text_response(*status, format!("{} see {location}\n", status.as_u16()));
-            if let Ok(v) = HeaderValue::try_from(location) {
+            if let Ok(v) = HeaderValue::try_from(location.as_str()) {
                 resp.headers_mut().insert(header::LOCATION, v);
             }
-            return Ok(resp);
+            return Ok((resp, route));
         }
         Target::Respond { status, body: text } => {
             let mut resp = crate::error::text_response(*status, text.clone());
@@ -238,11 +250,12 @@ async fn dispatch(
                 *resp.body_mut() = body::empty();
                 resp.headers_mut().remove(header::CONTENT_TYPE);
             }
-            return Ok(resp);
+            return Ok((resp, route));
         }
     };
-    let req = rewritten(&route.policy, parts, incoming, conn, &public)?;
-    forward::to_origin(proxy, req, conn, &origin, timeout, activity).await
+    let req = rewritten(&route.policy, parts, incoming, conn, &public, trusted)?;
+    let resp = forward::to_origin(proxy, req, conn, &origin, timeout, activity).await?;
+    Ok((resp, route))
 }
 
 /// The request as its target will see it: the policy's rewrites, then the forwarding headers.
@@ -252,9 +265,10 @@ fn rewritten(
     incoming: Incoming,
     conn: &FrontendConn,
     public: &http::uri::Authority,
+    peer_trusted: bool,
 ) -> Result<Request<ToOrigin>, Error> {
     let mut target = public.clone();
     policy.rewrite(&mut parts, &mut target);
-    forward::prepare(&mut parts, conn, public, target)?;
+    forward::prepare(&mut parts, conn, public, target, peer_trusted)?;
     Ok(Request::from_parts(parts, ToOrigin::new(incoming)))
 }

@@ -18,6 +18,8 @@ use tokio::sync::Semaphore;
 pub struct Policy {
     /// Request headers set (replacing any the client sent) or, with `None`, removed.
     pub headers: Vec<(HeaderName, Option<HeaderValue>)>,
+    /// The same for the response on its way back to the client.
+    pub response_headers: Vec<(HeaderName, Option<HeaderValue>)>,
     /// The `Host` (and `:authority`) the target sees instead of the client's.
     pub host_header: Option<http::uri::Authority>,
     /// Remove the route's path prefix before forwarding.
@@ -32,7 +34,7 @@ pub struct Policy {
 /// The client's address: the peer's, or, when the peer is a trusted proxy, the right-most
 /// address in `X-Forwarded-For` that is not itself a trusted proxy.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(&canonical(*ip)));
+    let is_trusted = |ip: &IpAddr| is_trusted(*ip, trusted);
     if !is_trusted(&peer) {
         return peer;
     }
@@ -49,6 +51,11 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         }
     }
     peer
+}
+
+/// Whether `ip` is one of the `trusted_proxies`.
+pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|net| net.contains(&canonical(ip)))
 }
 
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -91,14 +98,23 @@ impl Policy {
         if let Some(host) = &self.host_header {
             *authority = host.clone();
         }
-        for (name, value) in &self.headers {
-            match value {
-                Some(v) => {
-                    parts.headers.insert(name.clone(), v.clone());
-                }
-                None => {
-                    parts.headers.remove(name);
-                }
+        edit(&mut parts.headers, &self.headers);
+    }
+
+    /// The rewrites of the response.
+    pub fn rewrite_response(&self, headers: &mut HeaderMap) {
+        edit(headers, &self.response_headers);
+    }
+}
+
+fn edit(headers: &mut HeaderMap, edits: &[(HeaderName, Option<HeaderValue>)]) {
+    for (name, value) in edits {
+        match value {
+            Some(v) => {
+                headers.insert(name.clone(), v.clone());
+            }
+            None => {
+                headers.remove(name);
             }
         }
     }

@@ -18,7 +18,7 @@ pub enum Target {
     Url { authority: http::uri::Authority, base: String, text: String },
     /// Something the proxy answers itself.
     Handler(Handler),
-    /// A redirect to `location` (the request's path and query are appended when it ends in `/`).
+    /// A redirect (308) to `location`.
     Redirect { location: String, status: StatusCode },
     /// A fixed answer.
     Respond { status: StatusCode, body: Bytes },
@@ -37,6 +37,8 @@ pub enum OriginRef {
 pub enum Handler {
     /// An HTML page of the connected origins (put it behind `basic_auth` or `allow`).
     Status,
+    /// `200 ok`, for load balancers and uptime checks.
+    Health,
 }
 
 /// Which hosts a route is for.

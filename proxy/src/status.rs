@@ -167,6 +167,7 @@ fn describe(target: &Target) -> String {
         Target::Origin(OriginRef::MostRecent) => "the most recently connected origin".into(),
         Target::Url { text, .. } => format!("url {text}"),
         Target::Handler(Handler::Status) => "handler status".into(),
+        Target::Handler(Handler::Health) => "handler health".into(),
         Target::Redirect { location, status } => format!("redirect {} {location}", status.as_u16()),
         Target::Respond { status, .. } => format!("respond {}", status.as_u16()),
     }
@@ -219,7 +220,7 @@ pub fn table(status: &Status) -> String {
 /// The status as a small, self-contained HTML page.
 pub fn html(status: &Status) -> String {
     let mut out = String::from(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>revmux status</title>\
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"5\"><title>revmux status</title>\
          <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}\
          td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}</style></head><body>\n<h1>revmux status</h1>\n",
     );

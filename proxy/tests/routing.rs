@@ -102,40 +102,44 @@ path = "/api"
 url = "http://{svc}/base"
 strip_prefix = true
 host_header = "internal.test"
-headers = {{ x-from = "revmux" }}
+request_headers = {{ set = {{ x-from = "revmux" }} }}
+response_headers = {{ set = {{ cache-control = "no-store" }} }}
 
 [[route]]
 path = "/private"
-respond = 200
-body = "secret page\n"
-basic_auth = {{ realm = "private", users = {{ alice = "{hash}" }} }}
+respond = {{ status = 200, body = "secret page\n" }}
+basic_auth = ["alice:{hash}"]
 
 [[route]]
 path = "/lan"
-respond = 200
+respond = {{ status = 200 }}
 allow = ["192.168.0.0/16"]
 
 [[route]]
 path = "/old"
 redirect = "https://new.example/"
-status = 308
 
 [[route]]
 path = "/status"
 handler = "status"
 
 [[route]]
-respond = 204
+path = "/healthz"
+handler = "health"
+
+[[route]]
+respond = {{ status = 204 }}
 "#
     );
     let p = start_proxy_config(&config).await;
-    let (s, _, body) = get(p.front, "/api/v1?x=1").await;
+    let (s, headers, body) = get(p.front, "/api/v1?x=1").await;
     assert_eq!(s, StatusCode::OK);
+    assert_eq!(headers["cache-control"], "no-store");
     assert_eq!(body_of(&body), "GET /base/v1?x=1 host=internal.test x-from=revmux\n");
 
     let (s, headers, _) = get(p.front, "/private").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    assert_eq!(headers["www-authenticate"], "Basic realm=\"private\", charset=\"UTF-8\"");
+    assert_eq!(headers["www-authenticate"], "Basic realm=\"revmux\", charset=\"UTF-8\"");
     let auth = |pw: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("alice:{pw}")));
     let req = |pw: &str| {
         Request::get("/private").header("host", "x").header("authorization", auth(pw)).body(Full::default()).unwrap()
@@ -146,13 +150,12 @@ respond = 204
 
     assert_eq!(get(p.front, "/lan").await.0, StatusCode::FORBIDDEN, "127.0.0.1 is not in 192.168.0.0/16");
     let (s, headers, _) = get(p.front, "/old/page?q=1").await;
-    assert_eq!(
-        (s, headers["location"].to_str().unwrap()),
-        (StatusCode::PERMANENT_REDIRECT, "https://new.example/old/page?q=1")
-    );
+    assert_eq!((s, headers["location"].to_str().unwrap()), (StatusCode::PERMANENT_REDIRECT, "https://new.example/"));
     let (s, headers, body) = get(p.front, "/status").await;
     assert_eq!((s, headers["content-type"].to_str().unwrap()), (StatusCode::OK, "text/html; charset=utf-8"));
     assert!(body_of(&body).contains("<h1>revmux status</h1>") && body_of(&body).contains("respond 204"));
+    let (s, _, body) = get(p.front, "/healthz").await;
+    assert_eq!((s, body_of(&body).as_str()), (StatusCode::OK, "ok\n"));
     let (s, _, body) = get(p.front, "/anything").await;
     assert_eq!((s, body.len()), (StatusCode::NO_CONTENT, 0));
     p.shutdown.cancel();
