@@ -60,7 +60,8 @@ pub struct Status {
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct OriginStatus {
     pub name: String,
-    /// The most recently connected tunnel's peer and start.
+    /// The most recently connected tunnel's id, peer and start.
+    pub tunnel_id: u64,
     pub peer: String,
     pub connected_since: String,
     pub connected_secs: u64,
@@ -125,6 +126,7 @@ impl Status {
                 let sum = |f: fn(&TunnelView) -> u64| o.tunnels().map(f).sum();
                 OriginStatus {
                     name: o.name.clone(),
+                    tunnel_id: latest.map_or(0, |t| t.id),
                     peer: latest.map(|t| t.peer.to_string()).unwrap_or_default(),
                     connected_since: latest.map(|t| rfc3339(t.connected_since)).unwrap_or_default(),
                     connected_secs: latest.map_or(0, |t| t.connected_secs),
@@ -309,6 +311,7 @@ mod tests {
         let status = Status {
             origins: vec![OriginStatus {
                 name: "media".into(),
+                tunnel_id: 2,
                 peer: "127.0.0.1:5000".into(),
                 connected_since: "2026-01-01T00:00:00Z".into(),
                 connected_secs: 65,
