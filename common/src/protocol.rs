@@ -1,5 +1,6 @@
 //! The tunnel handshake: how an origin asks the proxy for a tunnel (an HTTP/1.1 `PUT` with
 //! `Upgrade`) and how the proxy checks that request, with one precise reason per rejection.
+//! Pure functions over request heads: no sockets, so both sides are tested over any byte stream.
 
 use crate::secret::Secret;
 use http::{header, request, HeaderValue, Method, Request, StatusCode};
@@ -14,6 +15,11 @@ pub const UPGRADE_TOKEN: &str = "revmux/1";
 pub const TUNNEL_PATH: &str = "/revmux/tunnel";
 /// Header naming the origin that asks for a tunnel.
 pub const ORIGIN_NAME_HEADER: &str = "revmux-origin";
+/// Header carrying the origin process's random instance id: several processes with one name
+/// form a pool, and a reconnect of the same process replaces its own tunnel only.
+pub const INSTANCE_HEADER: &str = "revmux-instance";
+/// Longest instance id accepted.
+pub const MAX_INSTANCE_LEN: usize = 64;
 /// Longest origin name accepted (a DNS label's limit, so a name can become a host name later).
 pub const MAX_NAME_LEN: usize = 63;
 
@@ -21,6 +27,22 @@ pub const MAX_NAME_LEN: usize = 63;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TunnelHello {
     pub origin_name: String,
+    /// The origin process's instance id; `None` for origins that do not send one (each such
+    /// tunnel is then its own instance).
+    pub instance: Option<String>,
+}
+
+/// What the proxy knows about tokens: which exist, and which names each admits.
+pub trait Credentials {
+    /// `None` when no credential has this token; otherwise whether it admits `name`.
+    fn admits(&self, token: &[u8], name: &str) -> Option<bool>;
+}
+
+/// A single token admits every name (the zero-config proxy).
+impl Credentials for Secret {
+    fn admits(&self, token: &[u8], _name: &str) -> Option<bool> {
+        self.matches(token).then_some(true)
+    }
 }
 
 /// Why the proxy refused a tunnel request. Each has one status and a one-line reason that both
@@ -39,6 +61,8 @@ pub enum Rejection {
     MissingToken,
     #[error("wrong token")]
     WrongToken,
+    #[error("this token does not admit the origin name {0:?}")]
+    NameNotAllowed(String),
     #[error("invalid origin name: {0}")]
     InvalidName(String),
 }
@@ -53,6 +77,7 @@ impl Rejection {
             Rejection::UnsupportedProtocol(_) => "protocol_version",
             Rejection::MissingToken => "missing_token",
             Rejection::WrongToken => "wrong_token",
+            Rejection::NameNotAllowed(_) => "name_not_allowed",
             Rejection::InvalidName(_) => "invalid_name",
         }
     }
@@ -64,6 +89,7 @@ impl Rejection {
             Rejection::Malformed(_) | Rejection::InvalidName(_) => StatusCode::BAD_REQUEST,
             Rejection::UnsupportedProtocol(_) => StatusCode::UPGRADE_REQUIRED,
             Rejection::MissingToken | Rejection::WrongToken => StatusCode::UNAUTHORIZED,
+            Rejection::NameNotAllowed(_) => StatusCode::FORBIDDEN,
         }
     }
 }
@@ -106,8 +132,17 @@ pub fn origin_name_from_host(host: &str) -> String {
 }
 
 /// The origin's side: the `PUT` that asks for a tunnel.
-pub fn tunnel_request(authority: &str, origin_name: &str, token: &Secret) -> http::Result<Request<()>> {
-    Request::builder()
+pub fn tunnel_request(
+    authority: &str,
+    origin_name: &str,
+    instance: Option<&str>,
+    token: &Secret,
+) -> http::Result<Request<()>> {
+    let mut builder = Request::builder();
+    if let Some(instance) = instance {
+        builder = builder.header(INSTANCE_HEADER, instance);
+    }
+    builder
         .method(Method::PUT)
         .uri(TUNNEL_PATH)
         .header(header::HOST, authority)
@@ -119,11 +154,12 @@ pub fn tunnel_request(authority: &str, origin_name: &str, token: &Secret) -> htt
         .body(())
 }
 
-/// The proxy's side: check a tunnel request against the expected token.
+/// The proxy's side: check a tunnel request against the credentials it knows.
 ///
 /// Checks run from the cheapest and least sensitive to the token: path, method, upgrade
-/// headers and version, then the token, then the origin's name.
-pub fn check_tunnel_request(req: &request::Parts, token: &Secret) -> Result<TunnelHello, Rejection> {
+/// headers and version, the shape of the token, the origin's name and instance, then whether
+/// the token exists (401) and admits that name (403).
+pub fn check_tunnel_request(req: &request::Parts, credentials: &dyn Credentials) -> Result<TunnelHello, Rejection> {
     if req.uri.path() != TUNNEL_PATH {
         return Err(Rejection::NotFound);
     }
@@ -146,9 +182,6 @@ pub fn check_tunnel_request(req: &request::Parts, token: &Secret) -> Result<Tunn
         None => return Err(Rejection::MissingToken),
         Some(v) => bearer_token(v).ok_or(Rejection::Malformed("Authorization is not 'Bearer <token>'"))?,
     };
-    if !token.matches(presented) {
-        return Err(Rejection::WrongToken);
-    }
     let name = req
         .headers
         .get(ORIGIN_NAME_HEADER)
@@ -156,7 +189,32 @@ pub fn check_tunnel_request(req: &request::Parts, token: &Secret) -> Result<Tunn
         .to_str()
         .map_err(|_| Rejection::InvalidName("not text".into()))?;
     validate_origin_name(name).map_err(Rejection::InvalidName)?;
-    Ok(TunnelHello { origin_name: name.to_owned() })
+    let instance = match req.headers.get(INSTANCE_HEADER) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .filter(|s| valid_instance(s))
+                .ok_or(Rejection::Malformed("revmux-instance is not 1 to 64 of a-z A-Z 0-9 - _"))?
+                .to_owned(),
+        ),
+    };
+    match credentials.admits(presented, name) {
+        None => Err(Rejection::WrongToken),
+        Some(false) => Err(Rejection::NameNotAllowed(name.to_owned())),
+        Some(true) => Ok(TunnelHello { origin_name: name.to_owned(), instance }),
+    }
+}
+
+fn valid_instance(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_INSTANCE_LEN
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A fresh random instance id for an origin process (128 bits, hex).
+pub fn new_instance_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
 }
 
 fn bearer_token(value: &HeaderValue) -> Option<&[u8]> {
@@ -186,13 +244,18 @@ mod tests {
     }
 
     fn good() -> Request<()> {
-        tunnel_request("proxy:1444", "media", &Secret::new("s3cret")).expect("valid request")
+        tunnel_request("proxy:1444", "media", Some("i1"), &Secret::new("s3cret")).expect("valid request")
     }
 
     #[test]
     fn accepts_a_well_formed_request() {
         let hello = check_tunnel_request(&parts(good()), &Secret::new("s3cret"));
-        assert_eq!(hello, Ok(TunnelHello { origin_name: "media".into() }));
+        assert_eq!(hello, Ok(TunnelHello { origin_name: "media".into(), instance: Some("i1".into()) }));
+        let old = tunnel_request("proxy:1444", "media", None, &Secret::new("s3cret")).expect("valid request");
+        assert_eq!(check_tunnel_request(&parts(old), &Secret::new("s3cret")).map(|h| h.instance), Ok(None));
+        let mut p = parts(good());
+        p.headers.insert(INSTANCE_HEADER, HeaderValue::from_static("no spaces"));
+        assert!(matches!(check_tunnel_request(&p, &Secret::new("s3cret")), Err(Rejection::Malformed(_))));
     }
 
     #[test]
@@ -205,6 +268,27 @@ mod tests {
         assert_eq!(check_tunnel_request(&p, &Secret::new("s3cret")), Err(Rejection::MissingToken));
         p.headers.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
         assert!(matches!(check_tunnel_request(&p, &Secret::new("s3cret")), Err(Rejection::Malformed(_))));
+    }
+
+    /// Tokens that admit some names only.
+    struct Named(&'static [(&'static str, &'static str)]);
+    impl Credentials for Named {
+        fn admits(&self, token: &[u8], name: &str) -> Option<bool> {
+            let known: Vec<_> = self.0.iter().filter(|(t, _)| t.as_bytes() == token).collect();
+            (!known.is_empty()).then(|| known.iter().any(|(_, n)| *n == name))
+        }
+    }
+
+    #[test]
+    fn a_token_that_does_not_admit_the_name_is_403() {
+        let creds = Named(&[("s3cret", "media"), ("other", "photos")]);
+        assert!(check_tunnel_request(&parts(good()), &creds).is_ok());
+        let req = tunnel_request("proxy:1444", "photos", None, &Secret::new("s3cret")).expect("valid");
+        let err = check_tunnel_request(&parts(req), &creds).expect_err("not admitted");
+        assert_eq!(err, Rejection::NameNotAllowed("photos".into()));
+        assert_eq!(err.status(), StatusCode::FORBIDDEN);
+        let req = tunnel_request("proxy:1444", "media", None, &Secret::new("nobody")).expect("valid");
+        assert_eq!(check_tunnel_request(&parts(req), &creds), Err(Rejection::WrongToken));
     }
 
     #[test]

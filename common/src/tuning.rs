@@ -149,6 +149,15 @@ pub const MAX_TUNNEL_CONNECTIONS_PER_CLIENT: usize = 16;
 /// Connections on the admin port one address may hold at once.
 pub const MAX_ADMIN_CONNECTIONS_PER_CLIENT: usize = 8;
 
+/// Requests that may wait at the proxy for a stream of one origin, beyond what its tunnels
+/// carry at once (tunnels × [`MAX_CONCURRENT_STREAMS`]); past it, `503` with `Retry-After`.
+/// h2 itself would queue without limit (`SendRequest::poll_ready` is ready unless closed).
+/// One tunnel's worth: a burst is absorbed, a flood is refused at once instead of piling up.
+pub const MAX_WAITING_PER_ORIGIN: usize = MAX_CONCURRENT_STREAMS as usize;
+
+/// How often the proxy looks at its config file's modification time (reload on change).
+pub const CONFIG_POLL: Duration = Duration::from_secs(1);
+
 /// How long a request may wait for one of its client's stream slots before 503.
 pub const CLIENT_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -99,6 +99,9 @@ pub struct Settings {
     pub trust: Trust,
     pub token: Secret,
     pub name: String,
+    /// This process's random instance id, sent with every tunnel request: the proxy tells a
+    /// reconnect of this process from another process with the same name (a pool).
+    pub instance: String,
     pub app: App,
     pub notes: Vec<String>,
 }
@@ -172,7 +175,7 @@ pub fn resolve(cli: &Cli) -> Result<Settings, UsageError> {
             App::Files(files)
         }
     };
-    Ok(Settings { proxy, trust, token, name, app, notes })
+    Ok(Settings { proxy, trust, token, name, instance: protocol::new_instance_id(), app, notes })
 }
 
 #[cfg(test)]

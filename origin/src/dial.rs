@@ -14,6 +14,7 @@ use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use std::future::Future;
 use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -75,16 +76,37 @@ pub async fn open_tunnel(settings: &Settings, tls: &Arc<ClientConfig>) -> Result
         Ok(Err(e)) => return Err(DialError::Tls(e)),
         Err(_) => return Err(DialError::Timeout { step: "TLS handshake" }),
     };
+    let hello = Hello { authority, name: &settings.name, instance: Some(&settings.instance), token: &settings.token };
+    handshake(tls_stream, &hello).await
+}
+
+/// What the origin says about itself when it asks for a tunnel.
+#[derive(Debug, Clone, Copy)]
+pub struct Hello<'a> {
+    /// The proxy's `host:port`, for the `Host` header.
+    pub authority: &'a str,
+    pub name: &'a str,
+    /// `None` only to behave like an origin from before instance ids.
+    pub instance: Option<&'a str>,
+    pub token: &'a common::Secret,
+}
+
+/// Ask for a tunnel over any byte stream (TLS in production, an in-memory pipe in tests): the
+/// `PUT`, the answer, and on `101` the upgraded connection, ready for the HTTP/2 server.
+pub async fn handshake<T>(io: T, hello: &Hello<'_>) -> Result<Upgraded, DialError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, conn) =
-        step("HTTP handshake", hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(tls_stream)))
-            .await?;
+        step("HTTP handshake", hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(io))).await?;
     // The connection task runs until the upgrade hands the socket over (or fails).
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "tunnel request connection ended");
         }
     });
-    let req = protocol::tunnel_request(authority, &settings.name, &settings.token)?.map(|()| Empty::new());
+    let req =
+        protocol::tunnel_request(hello.authority, hello.name, hello.instance, hello.token)?.map(|()| Empty::new());
     let resp = step("tunnel request", sender.send_request(req)).await?;
     if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
         let status = resp.status();

@@ -39,7 +39,8 @@ impl App {
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let tls = common::tls::client_config(&settings.trust, common::tls::ALPN_TUNNEL)?;
     let mut backoff = Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF);
-    let span = info_span!("tunnel", origin = %settings.name, proxy = %settings.proxy.authority);
+    let span =
+        info_span!("tunnel", origin = %settings.name, instance = %settings.instance, proxy = %settings.proxy.authority);
     async {
         loop {
             let attempt = tokio::select! {
@@ -69,8 +70,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
                 Err(e) => {
                     let delay = backoff.next_delay();
                     if e.is_rejection() {
-                        // Never hidden at a lower level: someone has to fix the token or version.
-                        error!(error = %e, retry_in = ?delay, "proxy rejected the tunnel; check the token and versions");
+                        // Never hidden at a lower level: someone has to fix the token, name or version.
+                        error!(error = %e, retry_in = ?delay, "proxy rejected the tunnel; check the token, name and versions");
                     } else {
                         warn!(error = %e, retry_in = ?delay, "cannot open the tunnel");
                     }
@@ -95,11 +96,10 @@ async fn sleep_or_shutdown(delay: Duration, shutdown: &CancellationToken) -> boo
 
 /// Serve HTTP/2 over the upgraded tunnel until it ends. On shutdown, stop taking new streams
 /// (GOAWAY) and give in-flight ones [`tuning::SHUTDOWN_GRACE`] to finish.
-pub async fn serve_tunnel(
-    upgraded: hyper::upgrade::Upgraded,
-    app: App,
-    shutdown: &CancellationToken,
-) -> Result<(), hyper::Error> {
+pub async fn serve_tunnel<I>(upgraded: I, app: App, shutdown: &CancellationToken) -> Result<(), hyper::Error>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let service = service_fn(move |req| {
         let app = app.clone();
         async move { Ok::<_, Infallible>(app.handle(req).await) }

@@ -1,5 +1,6 @@
 //! The proxy's command line (every flag also read from a `REVMUX_…` environment variable) and
-//! its resolution into listeners' TLS settings and the origin token.
+//! its resolution into [`Sources`]: where the certificate, the token and the config file come
+//! from, read once at start and again at every reload.
 
 use clap::{Parser, Subcommand};
 use common::certs;
@@ -7,10 +8,8 @@ use common::logging::LogFormat;
 use common::tls;
 use common::tuning;
 use common::Secret;
-use rustls::ServerConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Debug, Parser)]
@@ -27,6 +26,11 @@ use std::time::Duration;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+
+    /// Config file (TOML): per-origin tokens and routes by host and path with their policy.
+    /// Reloaded on SIGHUP and when the file changes; a bad file changes nothing.
+    #[arg(long, env = "REVMUX_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 
     /// Front-end address, where browsers, media players and curl connect.
     #[arg(long, env = "REVMUX_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:1443")]
@@ -103,6 +107,11 @@ pub struct Cli {
     /// to finish (503 after 30 s).
     #[arg(long, env = "REVMUX_MAX_STREAMS_PER_CLIENT", value_name = "N", default_value_t = tuning::MAX_STREAMS_PER_CLIENT, value_parser = at_least_one)]
     pub max_streams_per_client: usize,
+
+    /// Requests that may wait for a stream of one origin beyond what its tunnels carry at
+    /// once (1,024 streams per tunnel); more get 503 with Retry-After at once.
+    #[arg(long, env = "REVMUX_MAX_WAITING_PER_ORIGIN", value_name = "N", default_value_t = tuning::MAX_WAITING_PER_ORIGIN, value_parser = at_least_one)]
+    pub max_waiting_per_origin: usize,
 }
 
 /// A count flag: a whole number of at least 1.
@@ -126,34 +135,112 @@ fn duration(s: &str) -> Result<Duration, String> {
 pub enum Command {
     /// Print the connected origins of a running proxy as a table (asks its --admin-listen).
     Status,
+    /// Check a config file: exit 0 when it is good, 64 with `file:line: key: message` when not.
+    CheckConfig {
+        /// The config file to check.
+        file: PathBuf,
+    },
+    /// Read a password (from the terminal without echo, or one line of standard input) and
+    /// print its Argon2 hash for a route's `basic_auth`.
+    HashPassword,
 }
 
 use common::cli::usage;
 pub use common::cli::UsageError;
 
+/// Where the proxy's certificate, token and config come from; read at start and re-read at
+/// every reload.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// The flag to blame when the certificate or key cannot be used.
+    pub cert_flag: &'static str,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub frontend_tls: bool,
+    pub token: TokenSource,
+    pub config: Option<PathBuf>,
+}
+
+/// The proxy's default token.
+#[derive(Debug, Clone)]
+pub enum TokenSource {
+    /// `--token`: fixed for the life of the process.
+    Given(Secret),
+    /// `--token-file` or `<certs-dir>/token`: re-read at reload.
+    File(PathBuf),
+}
+
+/// Everything the sources say, ready to be put in place.
+#[derive(Debug)]
+pub struct Loaded {
+    pub tls: crate::Tls,
+    pub credentials: crate::credentials::Credentials,
+    pub table: crate::route::Table,
+}
+
+/// Why loading failed: a flag's file (exit 64 naming the flag) or the config file.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("invalid value for {}: {}", .0.flag, .0.message)]
+    Flag(UsageError),
+    #[error("{0}")]
+    Config(#[from] crate::config_file::ConfigError),
+}
+
+impl From<UsageError> for LoadError {
+    fn from(e: UsageError) -> Self {
+        LoadError::Flag(e)
+    }
+}
+
+impl Sources {
+    /// Read everything: certificate and key, the default token, the config file.
+    pub fn load(&self) -> Result<Loaded, LoadError> {
+        let flag = self.cert_flag;
+        let certs = tls::load_certs(&self.cert).map_err(|e| usage(flag, e))?;
+        let key = tls::load_key(&self.key).map_err(|e| usage(if flag == "--cert" { "--key" } else { flag }, e))?;
+        let tunnel =
+            tls::server_config(certs.clone(), key.clone_key(), tls::ALPN_TUNNEL).map_err(|e| usage(flag, e))?;
+        let frontend = if self.frontend_tls {
+            Some(tls::server_config(certs, key, tls::ALPN_FRONTEND).map_err(|e| usage(flag, e))?)
+        } else {
+            None
+        };
+        let token = match &self.token {
+            TokenSource::Given(t) => t.clone(),
+            TokenSource::File(path) => certs::read_token_file(path).map_err(|e| usage("--token-file", e))?,
+        };
+        let (credentials, table) = match &self.config {
+            None => (crate::credentials::Credentials::single(token), crate::route::Table::zero_config()),
+            Some(path) => {
+                let compiled = crate::config_file::load(path, &token)?;
+                (compiled.credentials, compiled.table)
+            }
+        };
+        Ok(Loaded { tls: crate::Tls { tunnel, frontend }, credentials, table })
+    }
+}
+
 /// Everything the proxy needs beyond its listeners.
 #[derive(Debug)]
 pub struct Settings {
-    pub tunnel_tls: Arc<ServerConfig>,
-    pub frontend_tls: Option<Arc<ServerConfig>>,
-    pub token: Secret,
+    pub sources: Sources,
+    pub loaded: Loaded,
     /// What was set up, for the start-up log: (what, where).
     pub notes: Vec<String>,
     pub limits: crate::Limits,
 }
 
-/// Load or create certificates and the token as the flags say.
-pub fn resolve(cli: &Cli) -> Result<Settings, UsageError> {
+/// Load or create certificates and the token as the flags say, then read the config file.
+pub fn resolve(cli: &Cli) -> Result<Settings, LoadError> {
     for name in &cli.hostnames {
         if rustls_pki_types::ServerName::try_from(name.as_str()).is_err() {
-            return Err(usage("--hostname", format!("{name:?} is not a DNS name or IP address")));
+            return Err(usage("--hostname", format!("{name:?} is not a DNS name or IP address")).into());
         }
     }
     let mut notes = Vec::new();
-    let (certs, key) = match (&cli.cert, &cli.key) {
-        (Some(cert), Some(key)) => {
-            (tls::load_certs(cert).map_err(|e| usage("--cert", e))?, tls::load_key(key).map_err(|e| usage("--key", e))?)
-        }
+    let (cert_flag, cert, key) = match (&cli.cert, &cli.key) {
+        (Some(cert), Some(key)) => ("--cert", cert.clone(), key.clone()),
         _ => {
             let issued =
                 certs::ensure_server_cert(&cli.certs_dir, &cli.hostnames).map_err(|e| usage("--certs-dir", e))?;
@@ -165,28 +252,30 @@ pub fn resolve(cli: &Cli) -> Result<Settings, UsageError> {
                 issued.cert.display(),
                 issued.ca.display()
             ));
-            (
-                tls::load_certs(&issued.cert).map_err(|e| usage("--certs-dir", e))?,
-                tls::load_key(&issued.key).map_err(|e| usage("--certs-dir", e))?,
-            )
+            ("--certs-dir", issued.cert, issued.key)
         }
     };
-    let tunnel_tls =
-        tls::server_config(certs.clone(), key.clone_key(), tls::ALPN_TUNNEL).map_err(|e| usage("--cert", e))?;
-    let frontend_tls = if cli.tls {
-        Some(tls::server_config(certs, key, tls::ALPN_FRONTEND).map_err(|e| usage("--cert", e))?)
-    } else {
-        None
-    };
-    let token = match common::cli::explicit_token(cli.token.as_deref(), cli.token_file.as_deref())? {
-        Some(token) => token,
-        None => {
-            let (token, path, created) = certs::ensure_token(&cli.certs_dir).map_err(|e| usage("--certs-dir", e))?;
+    let token = match (&cli.token, &cli.token_file) {
+        (Some(_), _) => match common::cli::explicit_token(cli.token.as_deref(), None)? {
+            Some(t) => TokenSource::Given(t),
+            None => return Err(usage("--token", "the token is empty").into()),
+        },
+        (None, Some(path)) => {
+            common::cli::explicit_token(None, Some(path))?;
+            TokenSource::File(path.clone())
+        }
+        (None, None) => {
+            let (_, path, created) = certs::ensure_token(&cli.certs_dir).map_err(|e| usage("--certs-dir", e))?;
             let verb = if created { "created" } else { "using" };
             notes.push(format!("{verb} the origin token in {} (mode 0600; never logged)", path.display()));
-            token
+            TokenSource::File(path)
         }
     };
+    if let Some(config) = &cli.config {
+        notes.push(format!("routes and origin tokens from {} (reloaded on SIGHUP and on change)", config.display()));
+    }
+    let sources = Sources { cert_flag, cert, key, frontend_tls: cli.tls, token, config: cli.config.clone() };
+    let loaded = sources.load()?;
     let limits = crate::Limits {
         header_timeout: cli.header_timeout,
         idle_timeout: cli.idle_timeout,
@@ -194,6 +283,8 @@ pub fn resolve(cli: &Cli) -> Result<Settings, UsageError> {
         response_timeout: cli.response_timeout,
         max_connections_per_client: cli.max_connections_per_client,
         max_streams_per_client: cli.max_streams_per_client,
+        max_waiting_per_origin: cli.max_waiting_per_origin,
+        tunnel_streams: tuning::MAX_CONCURRENT_STREAMS as usize,
     };
-    Ok(Settings { tunnel_tls, frontend_tls, token, notes, limits })
+    Ok(Settings { sources, loaded, notes, limits })
 }

@@ -1,26 +1,34 @@
-//! The forwarding path: a front-end request becomes one HTTP/2 stream on a tunnel, and the
-//! origin's answer streams back. Bodies are never buffered whole: HTTP/2 flow control on the
-//! tunnel and hyper's write buffers on the front end carry backpressure both ways.
+//! The forwarding path: a front-end request becomes one HTTP/2 stream on a tunnel of the
+//! origin its route names (or a request to a `url` target), and the answer streams back. Bodies
+//! are never buffered whole: HTTP/2 flow control on the tunnel and hyper's write buffers on the
+//! front end carry backpressure both ways. A request is only ever tried on the tunnels of the
+//! origin it was routed to.
 
 use crate::clients::{client_key, StreamPermit};
-use crate::registry::Tunnel;
+use crate::error::Error;
+use crate::logs::ABORTED;
+use crate::origins::{ToOrigin, Tunnel};
 use crate::stall::{ConnActivity, Polled, Registration, Stalls};
-use crate::Proxy;
+use crate::state::Proxy;
 use bytes::Bytes;
 use common::body::{self, BoxBody, BoxError};
 use common::headers::remove_hop_by_hop;
-use common::ratelimit::{truncate_for_log, LogLimiter};
+use common::ratelimit::truncate_for_log;
 use common::tuning;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, Scheme};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 /// Who sent a front-end request and how.
 #[derive(Debug, Clone)]
@@ -29,147 +37,46 @@ pub struct FrontendConn {
     pub scheme: Scheme,
 }
 
-/// Why a request could not be forwarded. [`ForwardError::status`] is the one place that maps
-/// failures to status codes, and each reason says which side failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ForwardError {
-    #[error("no origin is connected")]
-    NoOrigin,
-    #[error("request has no Host header or authority")]
-    NoHost,
-    #[error("invalid Host header: {0}")]
-    BadHost(String),
-    #[error("{0} is not supported through the tunnel yet")]
-    Unsupported(&'static str),
-    #[error("origin {origin} failed before answering: {source}")]
-    Origin { origin: String, source: hyper::Error },
-    #[error("every connected origin's tunnel closed before the request could be sent")]
-    TunnelsClosed,
-    #[error("origin {origin} did not start answering within {after:?}")]
-    ResponseTimeout { origin: String, after: std::time::Duration },
-    #[error("this client already has {0} requests in flight; try again shortly")]
-    ClientBusy(usize),
-}
-
-impl ForwardError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            ForwardError::NoHost | ForwardError::BadHost(_) => StatusCode::BAD_REQUEST,
-            ForwardError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
-            ForwardError::NoOrigin | ForwardError::Origin { .. } | ForwardError::TunnelsClosed => {
-                StatusCode::BAD_GATEWAY
-            }
-            ForwardError::ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ForwardError::ClientBusy(_) => StatusCode::SERVICE_UNAVAILABLE,
-        }
+/// Refuse what cannot cross a tunnel, and return the checked authority the request is for.
+pub fn check(parts: &http::request::Parts) -> Result<Authority, Error> {
+    if parts.method == Method::CONNECT {
+        return Err(Error::Unsupported("CONNECT"));
     }
-
-    /// A short plain-text response naming the cause.
-    pub fn into_response(self) -> Response<BoxBody> {
-        let status = self.status();
-        let reason = status.canonical_reason().unwrap_or("error").to_ascii_lowercase();
-        let text = format!("{} {reason}: {self}\n", status.as_u16());
-        let mut resp = Response::new(body::full(text));
-        *resp.status_mut() = status;
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-        if let ForwardError::ClientBusy(_) = self {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        resp
+    // Never pass an upgrade off as a plain request: the client would wait for a 101.
+    if parts.headers.contains_key(header::UPGRADE) {
+        let websocket =
+            parts.headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+        return Err(Error::Unsupported(if websocket { "WebSocket (Upgrade: websocket)" } else { "protocol upgrade" }));
     }
-}
-
-/// Send `req` to the first candidate tunnel that takes it and return the origin's response.
-///
-/// The request first takes one of its client's stream slots (see `common::tuning`). A tunnel
-/// that turns out to be closed before the request left is skipped (the request is handed back
-/// untouched); once a stream is open, a failure is reported, never retried, since the origin
-/// may have acted on the request. The origin must start answering within the response timeout.
-pub async fn forward(
-    proxy: &Proxy,
-    req: Request<Incoming>,
-    conn: &FrontendConn,
-    candidates: Vec<Arc<Tunnel>>,
-    activity: Arc<ConnActivity>,
-) -> Result<Response<BoxBody>, ForwardError> {
-    let active = Active::begin(activity, &proxy.stalls);
-    let mut req = prepare(req, conn)?;
-    if candidates.is_empty() {
-        return Err(ForwardError::NoOrigin);
-    }
-    let client = client_key(conn.peer.ip());
-    let slot = match proxy.slots.try_acquire(client) {
-        Some(slot) => slot,
-        None => {
-            // The client holds all its slots: its own longest-stalled stream makes room first.
-            proxy.stalls.evict_longest_stalled_of(client);
-            proxy
-                .slots
-                .acquire(client, tuning::CLIENT_QUEUE_TIMEOUT)
-                .await
-                .ok_or(ForwardError::ClientBusy(proxy.limits.max_streams_per_client))?
-        }
-    };
-    let timeout = proxy.limits.response_timeout;
-    for tunnel in candidates {
-        let mut sender = tunnel.sender();
-        if sender.ready().await.is_err() {
-            continue;
-        }
-        let guard = StreamGuard::open(tunnel.clone());
-        req.body_mut().meter = Some(tunnel.clone());
-        let sent = match tokio::time::timeout(timeout, sender.try_send_request(req)).await {
-            Ok(sent) => sent,
-            Err(_) => return Err(ForwardError::ResponseTimeout { origin: tunnel.origin.clone(), after: timeout }),
-        };
-        match sent {
-            Ok(resp) => {
-                Tunnel::add(&tunnel.stats.requests, 1);
-                let (parts, incoming) = resp.into_parts();
-                let watch = proxy.stalls.register(incoming, tunnel.id, client, active.activity.clone());
-                let body = FromOrigin { watch, stalls: proxy.stalls.clone(), guard, _slot: slot, _active: active };
-                return Ok(Response::from_parts(parts, body::boxed(body)));
-            }
-            Err(mut err) => match err.take_message() {
-                Some(unsent) => req = unsent,
-                None => {
-                    return Err(ForwardError::Origin { origin: tunnel.origin.clone(), source: err.into_error() });
-                }
-            },
-        }
-    }
-    Err(ForwardError::TunnelsClosed)
+    authority_of(parts)
 }
 
 /// The authority a request is for, checked: one `Host` (or `:authority`), no user info, and a
 /// port that is a port.
-fn authority_of(parts: &http::request::Parts) -> Result<Authority, ForwardError> {
+fn authority_of(parts: &http::request::Parts) -> Result<Authority, Error> {
     let mut hosts = parts.headers.get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
-        return Err(ForwardError::BadHost("more than one Host header".into()));
+        return Err(Error::BadHost("more than one Host header".into()));
     }
     let authority = match (parts.uri.authority(), host) {
         (Some(a), _) => a.clone(),
         (None, Some(host)) => Authority::try_from(host.as_bytes()).map_err(|_| {
-            ForwardError::BadHost(format!(
+            Error::BadHost(format!(
                 "{:?} is not a host",
                 truncate_for_log(&String::from_utf8_lossy(host.as_bytes()), 64)
             ))
         })?,
-        (None, None) => return Err(ForwardError::NoHost),
+        (None, None) => return Err(Error::NoHost),
     };
     if authority.as_str().contains('@') {
-        return Err(ForwardError::BadHost("user information is not allowed in the host".into()));
+        return Err(Error::BadHost("user information is not allowed in the host".into()));
     }
     if !port_is_valid(authority.as_str()) {
-        return Err(ForwardError::BadHost(format!(
-            "{:?} has an invalid port",
-            truncate_for_log(authority.as_str(), 64)
-        )));
+        return Err(Error::BadHost(format!("{:?} has an invalid port", truncate_for_log(authority.as_str(), 64))));
     }
     if authority.host().is_empty() {
-        return Err(ForwardError::NoHost);
+        return Err(Error::NoHost);
     }
     Ok(authority)
 }
@@ -186,30 +93,24 @@ fn port_is_valid(authority: &str) -> bool {
     }
 }
 
-/// Rewrite a front-end request for the tunnel: absolute URI (HTTP/2 needs `:scheme` and
-/// `:authority`), hop-by-hop headers removed, `X-Forwarded-*` added.
-fn prepare(req: Request<Incoming>, conn: &FrontendConn) -> Result<Request<ToOrigin>, ForwardError> {
-    let (mut parts, incoming) = req.into_parts();
-    if parts.method == Method::CONNECT {
-        return Err(ForwardError::Unsupported("CONNECT"));
-    }
-    // Never pass an upgrade off as a plain request: the client would wait for a 101.
-    if parts.headers.contains_key(header::UPGRADE) {
-        let websocket =
-            parts.headers.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
-        return Err(ForwardError::Unsupported(if websocket {
-            "WebSocket (Upgrade: websocket)"
-        } else {
-            "protocol upgrade"
-        }));
-    }
-    let authority = authority_of(&parts)?;
+/// Rewrite a front-end request head for its target: absolute URI (HTTP/2 needs `:scheme` and
+/// `:authority`), hop-by-hop headers removed, `X-Forwarded-*` added. `public` is the host the
+/// client asked for; `target` what the target sees (they differ with `host_header`). A client's
+/// own `X-Forwarded-For` is kept only when `peer_trusted` (listed in `trusted_proxies`).
+pub fn prepare(
+    parts: &mut http::request::Parts,
+    conn: &FrontendConn,
+    public: &Authority,
+    target: Authority,
+    peer_trusted: bool,
+) -> Result<(), Error> {
     let headers = &mut parts.headers;
     remove_hop_by_hop(headers);
     headers.remove(header::HOST);
 
     let client_ip = conn.peer.ip().to_string();
-    let forwarded_for = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let prior = if peer_trusted { headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) } else { None };
+    let forwarded_for = match prior {
         Some(prior) => format!("{prior}, {client_ip}"),
         None => client_ip,
     };
@@ -220,43 +121,153 @@ fn prepare(req: Request<Incoming>, conn: &FrontendConn) -> Result<Request<ToOrig
         "x-forwarded-proto",
         HeaderValue::from_static(if conn.scheme == Scheme::HTTPS { "https" } else { "http" }),
     );
-    if let Ok(v) = HeaderValue::try_from(authority.as_str()) {
+    if let Ok(v) = HeaderValue::try_from(public.as_str()) {
         headers.insert("x-forwarded-host", v);
     }
-
     let path_and_query =
         parts.uri.path_and_query().cloned().unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
     parts.uri = Uri::builder()
         .scheme(conn.scheme.clone())
-        .authority(authority)
+        .authority(target)
         .path_and_query(path_and_query)
         .build()
-        .map_err(|e| ForwardError::BadHost(e.to_string()))?;
+        .map_err(|e| Error::BadHost(e.to_string()))?;
     parts.version = Version::HTTP_2;
-    Ok(Request::from_parts(parts, ToOrigin { inner: incoming, meter: None }))
+    Ok(())
 }
 
-/// The request body on its way to the origin: the front-end client's body, counted into the
-/// tunnel's `bytes_to_origin`. A concrete type (not boxed) so an unsent request can be handed
-/// back and tried on another tunnel.
-#[derive(Debug)]
-pub struct ToOrigin {
+/// Take one of the client's stream slots, waiting (bounded) when it holds them all; its own
+/// longest-stalled stream makes room first.
+async fn client_slot(proxy: &Proxy, conn: &FrontendConn) -> Result<StreamPermit, Error> {
+    let client = client_key(conn.peer.ip());
+    if let Some(slot) = proxy.slots.try_acquire(client) {
+        return Ok(slot);
+    }
+    proxy.stalls.evict_longest_stalled_of(client);
+    proxy
+        .slots
+        .acquire(client, tuning::CLIENT_QUEUE_TIMEOUT)
+        .await
+        .ok_or(Error::ClientBusy(proxy.limits.max_streams_per_client))
+}
+
+/// Send a prepared request to a tunnel of `origin` and return the origin's response.
+///
+/// Admission first: past the origin's bound on waiting requests, `503` at once. Then one of
+/// the client's stream slots (see `common::tuning`). Tunnels of this origin only are tried,
+/// fewest streams first; one that turns out closed before the request left is skipped (the
+/// request is handed back untouched). Once a stream is open, a failure is reported, never
+/// retried, since the origin may have acted on it. The origin must start answering in `timeout`.
+pub async fn to_origin(
+    proxy: &Proxy,
+    mut req: Request<ToOrigin>,
+    conn: &FrontendConn,
+    origin: &str,
+    timeout: Duration,
+    activity: Arc<ConnActivity>,
+) -> Result<Response<BoxBody>, Error> {
+    let active = Active::begin(activity, &proxy.stalls);
+    let pool = proxy.origins.pool(origin);
+    if pool.is_empty() {
+        return Err(Error::OriginDown(origin.to_owned()));
+    }
+    let open: usize = pool.iter().map(|t| t.stats.open_streams.load(Ordering::Relaxed) as usize).sum();
+    let waiting = open.saturating_sub(pool.len() * proxy.limits.tunnel_streams);
+    if waiting >= proxy.limits.max_waiting_per_origin {
+        return Err(Error::OriginBusy { origin: origin.to_owned(), waiting });
+    }
+    let slot = client_slot(proxy, conn).await?;
+    let client = client_key(conn.peer.ip());
+    for tunnel in pool {
+        let mut sender = tunnel.sender();
+        if sender.ready().await.is_err() {
+            continue;
+        }
+        let guard = StreamGuard::open(tunnel.clone());
+        req.body_mut().meter(tunnel.clone());
+        let sent = match tokio::time::timeout(timeout, sender.try_send_request(req)).await {
+            Ok(sent) => sent,
+            Err(_) => return Err(Error::ResponseTimeout { origin: tunnel.origin.clone(), after: timeout }),
+        };
+        match sent {
+            Ok(resp) => {
+                Tunnel::add(&tunnel.stats.requests, 1);
+                let (parts, incoming) = resp.into_parts();
+                let watch = proxy.stalls.register(incoming, tunnel.id, client, active.activity.clone());
+                let body = FromOrigin { watch, stalls: proxy.stalls.clone(), guard, _slot: slot, _active: active };
+                return Ok(Response::from_parts(parts, body::boxed(body)));
+            }
+            Err(mut err) => match err.take_message() {
+                Some(unsent) => req = unsent,
+                None => return Err(Error::Origin { origin: tunnel.origin.clone(), source: err.into_error() }),
+            },
+        }
+    }
+    Err(Error::TunnelsClosed(origin.to_owned()))
+}
+
+/// The proxy's own HTTP client for `url` targets (HTTP/1.1, pooled connections).
+fn url_client() -> &'static Client<HttpConnector, ToOrigin> {
+    static CLIENT: OnceLock<Client<HttpConnector, ToOrigin>> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(tuning::HANDSHAKE_TIMEOUT));
+        Client::builder(TokioExecutor::new()).build(connector)
+    })
+}
+
+/// Send a prepared request to a plain `http://` service (a `url` target).
+pub async fn to_url(
+    proxy: &Proxy,
+    mut req: Request<ToOrigin>,
+    conn: &FrontendConn,
+    (authority, base, text): (&Authority, &str, &str),
+    timeout: Duration,
+    activity: Arc<ConnActivity>,
+) -> Result<Response<BoxBody>, Error> {
+    let active = Active::begin(activity, &proxy.stalls);
+    let slot = client_slot(proxy, conn).await?;
+    let host = req.uri().authority().cloned();
+    let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str()).to_owned();
+    let uri = Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(authority.clone())
+        .path_and_query(format!("{}{pq}", base.trim_end_matches('/')))
+        .build()
+        .map_err(|e| Error::Url { url: text.to_owned(), reason: e.to_string() })?;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    if let Some(host) = host.and_then(|h| HeaderValue::try_from(h.as_str()).ok()) {
+        req.headers_mut().insert(header::HOST, host);
+    }
+    let resp = match tokio::time::timeout(timeout, url_client().request(req)).await {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => {
+            let reason = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
+            return Err(Error::Url { url: text.to_owned(), reason });
+        }
+        Err(_) => return Err(Error::ResponseTimeout { origin: text.to_owned(), after: timeout }),
+    };
+    let (mut parts, incoming) = resp.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    let body = Held { inner: incoming, _slot: slot, _active: active };
+    Ok(Response::from_parts(parts, body::boxed(body)))
+}
+
+/// A `url` target's response body, holding the client's slot until it is done.
+struct Held {
     inner: Incoming,
-    meter: Option<Arc<Tunnel>>,
+    _slot: StreamPermit,
+    _active: Active,
 }
 
-impl Body for ToOrigin {
+impl Body for Held {
     type Data = Bytes;
     type Error = hyper::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if let (Some(Ok(f)), Some(tunnel)) = (&frame, &self.meter) {
-            if let Some(data) = f.data_ref() {
-                Tunnel::add(&tunnel.stats.bytes_to_origin, data.len() as u64);
-            }
-        }
-        Poll::Ready(frame)
+        Pin::new(&mut self.inner).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -352,13 +363,6 @@ impl Body for FromOrigin {
     }
 }
 
-static ABORTED: LogLimiter = LogLimiter::standard();
-
-/// Lines left out by the forwarding path's limiters.
-pub fn log_suppressed() -> u64 {
-    ABORTED.suppressed_total()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,9 +382,9 @@ mod tests {
         assert!(authority_of(&parts(&["[::1]:8080"])).is_ok());
         assert!(authority_of(&parts(&["[::1]"])).is_ok());
         for bad in ["example.test:99999", "example.test:0", "user:pw@example.test", "[::1]:x", "example.test:"] {
-            assert!(matches!(authority_of(&parts(&[bad])), Err(ForwardError::BadHost(_))), "{bad}");
+            assert!(matches!(authority_of(&parts(&[bad])), Err(Error::BadHost(_))), "{bad}");
         }
-        assert!(matches!(authority_of(&parts(&["a", "b"])), Err(ForwardError::BadHost(_))), "two Host headers");
-        assert!(matches!(authority_of(&parts(&[])), Err(ForwardError::NoHost)));
+        assert!(matches!(authority_of(&parts(&["a", "b"])), Err(Error::BadHost(_))), "two Host headers");
+        assert!(matches!(authority_of(&parts(&[])), Err(Error::NoHost)));
     }
 }

@@ -1,16 +1,24 @@
 //! The proxy's public port: HTTP/1.1, h2c with prior knowledge, or TLS with ALPN `h2` and
 //! `http/1.1`. Every connection has deadlines for its TLS handshake and first bytes, each
-//! request head, idleness and sending; every request is routed and forwarded to an origin.
+//! request head, idleness and sending. Every request flows one way: route (which [`Target`]),
+//! policy (may it, and how it is rewritten), then the target: an origin's tunnels, a `url`,
+//! or an answer from the proxy itself. Every refusal is one [`Error`], rendered in one place.
 
+use crate::error::Error;
 use crate::forward::{self, FrontendConn};
 use crate::io::{self as fio, FrontIo, Protocol};
+use crate::logs::NOT_FORWARDED;
+use crate::origins::ToOrigin;
+use crate::route::{Handler, OriginRef, Target};
 use crate::stall::ConnActivity;
-use crate::{route, Proxy};
-use common::body::BoxBody;
-use common::ratelimit::{truncate_for_log, LogLimiter};
+use crate::state::Proxy;
+use crate::{admin, policy, status};
+use common::body::{self, BoxBody};
+use common::ratelimit::truncate_for_log;
 use common::tuning;
+use http::header::{self, HeaderValue};
 use http::uri::Scheme;
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -28,22 +36,10 @@ use tracing::{debug, Instrument};
 /// Longest request field (path, host) written to a log line.
 pub const LOG_FIELD_MAX: usize = 256;
 
-static NOT_FORWARDED: LogLimiter = LogLimiter::standard();
-
-/// Lines left out by the front end's limiters.
-pub fn log_suppressed() -> u64 {
-    NOT_FORWARDED.suppressed_total()
-}
-
-/// Serve one front-end connection, over TLS when `acceptor` is set.
-pub async fn serve_conn(
-    proxy: Arc<Proxy>,
-    acceptor: Option<TlsAcceptor>,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    watcher: Watcher,
-) {
+/// Serve one front-end connection, over TLS when the proxy's front end has a certificate.
+pub async fn serve_conn(proxy: Arc<Proxy>, tcp: TcpStream, peer: SocketAddr, watcher: Watcher) {
     let span = tracing::debug_span!("conn", %peer);
+    let acceptor = proxy.tls.load().as_ref().and_then(|tls| tls.frontend.clone()).map(TlsAcceptor::from);
     async move {
         match acceptor {
             None => {
@@ -163,18 +159,18 @@ where
     }
 }
 
-/// Route and forward one front-end request; failures become a precise status with a reason.
+/// Route one front-end request, apply its route's policy and hand it to the target; failures
+/// become a precise status with a reason.
 pub async fn handle(
     proxy: &Proxy,
     req: Request<Incoming>,
     conn: &FrontendConn,
     activity: Arc<ConnActivity>,
 ) -> Response<BoxBody> {
-    let candidates = route::candidates(&proxy.registry, &req);
     let (method, uri) = (req.method().clone(), req.uri().clone());
-    match forward::forward(proxy, req, conn, candidates, activity).await {
+    match dispatch(proxy, req, conn, activity).await {
         Ok(resp) => {
-            debug!(%method, uri = %truncate_for_log(&uri.to_string(), LOG_FIELD_MAX), status = resp.status().as_u16(), "forwarded");
+            debug!(%method, uri = %truncate_for_log(&uri.to_string(), LOG_FIELD_MAX), status = resp.status().as_u16(), "answered");
             resp
         }
         Err(e) => {
@@ -184,6 +180,7 @@ pub async fn handle(
                     %method,
                     uri = %truncate_for_log(&uri.to_string(), LOG_FIELD_MAX),
                     peer = %conn.peer,
+                    side = ?e.side(),
                     error = %truncate_for_log(&e.to_string(), LOG_FIELD_MAX),
                     suppressed,
                     "request not forwarded"
@@ -192,4 +189,86 @@ pub async fn handle(
             e.into_response()
         }
     }
+}
+
+async fn dispatch(
+    proxy: &Proxy,
+    req: Request<Incoming>,
+    conn: &FrontendConn,
+    activity: Arc<ConnActivity>,
+) -> Result<Response<BoxBody>, Error> {
+    let table = proxy.table.load_full();
+    let (mut resp, route) = answer(proxy, &table, req, conn, activity).await?;
+    route.policy.rewrite_response(resp.headers_mut());
+    Ok(resp)
+}
+
+/// The route's target's answer, and the route.
+async fn answer(
+    proxy: &Proxy,
+    table: &crate::route::Table,
+    req: Request<Incoming>,
+    conn: &FrontendConn,
+    activity: Arc<ConnActivity>,
+) -> Result<(Response<BoxBody>, Arc<crate::route::Route>), Error> {
+    let (parts, incoming) = req.into_parts();
+    let public = forward::check(&parts)?;
+    let host = public.host().trim_start_matches('[').trim_end_matches(']');
+    let (_, route) = table
+        .lookup(host, parts.uri.path())
+        .ok_or_else(|| Error::NoRoute { host: host.to_owned(), path: parts.uri.path().to_owned() })?;
+    let route = route.clone();
+    let client = policy::client_ip(conn.peer.ip(), &parts.headers, &table.trusted_proxies);
+    let trusted = policy::is_trusted(conn.peer.ip(), &table.trusted_proxies);
+    route.policy.admit(client, &parts.headers).await?;
+    let timeout = route.policy.timeout.unwrap_or(proxy.limits.response_timeout);
+    let origin = match &route.target {
+        Target::Origin(OriginRef::Named(name)) => name.clone(),
+        Target::Origin(OriginRef::MostRecent) => proxy.origins.most_recent().ok_or(Error::NoOrigin)?,
+        Target::Url { authority, base, text } => {
+            let req = rewritten(&route.policy, parts, incoming, conn, &public, trusted)?;
+            let resp = forward::to_url(proxy, req, conn, (authority, base, text), timeout, activity).await?;
+            return Ok((resp, route));
+        }
+        Target::Handler(Handler::Status) => {
+            let mut resp = Response::new(body::full(status::html(&admin::status(proxy))));
+            resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+            resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return Ok((resp, route));
+        }
+        Target::Handler(Handler::Health) => return Ok((crate::error::text_response(StatusCode::OK, "ok\n"), route)),
+        Target::Redirect { location, status } => {
+            let mut resp = crate::error::text_response(*status, format!("{} see {location}\n", status.as_u16()));
+            if let Ok(v) = HeaderValue::try_from(location.as_str()) {
+                resp.headers_mut().insert(header::LOCATION, v);
+            }
+            return Ok((resp, route));
+        }
+        Target::Respond { status, body: text } => {
+            let mut resp = crate::error::text_response(*status, text.clone());
+            if *status == StatusCode::NO_CONTENT || *status == StatusCode::NOT_MODIFIED {
+                *resp.body_mut() = body::empty();
+                resp.headers_mut().remove(header::CONTENT_TYPE);
+            }
+            return Ok((resp, route));
+        }
+    };
+    let req = rewritten(&route.policy, parts, incoming, conn, &public, trusted)?;
+    let resp = forward::to_origin(proxy, req, conn, &origin, timeout, activity).await?;
+    Ok((resp, route))
+}
+
+/// The request as its target will see it: the policy's rewrites, then the forwarding headers.
+fn rewritten(
+    policy: &policy::Policy,
+    mut parts: http::request::Parts,
+    incoming: Incoming,
+    conn: &FrontendConn,
+    public: &http::uri::Authority,
+    peer_trusted: bool,
+) -> Result<Request<ToOrigin>, Error> {
+    let mut target = public.clone();
+    policy.rewrite(&mut parts, &mut target);
+    forward::prepare(&mut parts, conn, public, target, peer_trusted)?;
+    Ok(Request::from_parts(parts, ToOrigin::new(incoming)))
 }

@@ -1,29 +1,44 @@
 //! revmux proxy `p`: accepts tunnels from origins and forwards front-end requests over them.
+//!
+//! Data flows one way: `server` (accept, limits) → `frontend` (TLS, first bytes, HTTP) →
+//! `route` (pure: host and path → a route's target) → `policy` (allow, auth, rewrites) →
+//! `forward` (streams on an origin's tunnels, or a `url`) → `origins` (pools of tunnels) ←
+//! `tunnel` (the tunnel port). `admin` and `status` read snapshots only; `error` is the one
+//! error type, rendered in one place; `config` compiles a file into a table and credentials
+//! that `reload` swaps in whole. See docs/internals.md.
 
 pub mod admin;
 pub mod clients;
 pub mod config;
+pub mod config_file;
+pub mod credentials;
+pub mod error;
 pub mod forward;
 pub mod frontend;
 pub mod io;
-pub mod registry;
+pub mod logs;
+pub mod origins;
+pub mod policy;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod stall;
+pub mod state;
+pub mod status;
 pub mod tunnel;
 
-use common::{tuning, Secret};
+pub use state::{Limits, PerClient, Proxy, Tls};
+
+use common::tuning;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use rustls::ServerConfig;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -31,75 +46,6 @@ use tokio_util::task::TaskTracker;
 pub const MAX_FRONTEND_CONNECTIONS: usize = 16 * 1024;
 /// Most connections on the tunnel port at once (handshakes included).
 pub const MAX_TUNNEL_CONNECTIONS: usize = 1024;
-
-/// Deadlines and per-client shares of the front end (flags; `common::tuning` has the reasons).
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub header_timeout: Duration,
-    pub idle_timeout: Duration,
-    pub send_timeout: Duration,
-    pub response_timeout: Duration,
-    pub max_connections_per_client: usize,
-    pub max_streams_per_client: usize,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            header_timeout: tuning::HEADER_READ_TIMEOUT,
-            idle_timeout: tuning::IDLE_TIMEOUT,
-            send_timeout: tuning::SEND_TIMEOUT,
-            response_timeout: tuning::RESPONSE_TIMEOUT,
-            max_connections_per_client: tuning::MAX_CONNECTIONS_PER_CLIENT,
-            max_streams_per_client: tuning::MAX_STREAMS_PER_CLIENT,
-        }
-    }
-}
-
-/// State shared by every connection of one proxy.
-#[derive(Debug)]
-pub struct Proxy {
-    pub registry: registry::Registry,
-    pub token: Secret,
-    pub counters: admin::Counters,
-    pub limits: Limits,
-    /// Requests in flight per client address.
-    pub slots: Arc<clients::StreamSlots>,
-    /// Responses in flight, watched for stalled front-end clients.
-    pub stalls: Arc<stall::Stalls>,
-    /// Connections per client address on each listener.
-    pub per_client: PerClient,
-}
-
-/// The per-client connection limiters of the three listeners.
-#[derive(Debug)]
-pub struct PerClient {
-    pub frontend: Arc<clients::ConnLimiter>,
-    pub tunnel: Arc<clients::ConnLimiter>,
-    pub admin: Arc<clients::ConnLimiter>,
-}
-
-impl Proxy {
-    pub fn new(token: Secret) -> Arc<Self> {
-        Self::with_limits(token, Limits::default())
-    }
-
-    pub fn with_limits(token: Secret, limits: Limits) -> Arc<Self> {
-        Arc::new(Proxy {
-            registry: registry::Registry::new(),
-            token,
-            counters: admin::Counters::default(),
-            slots: clients::StreamSlots::new(limits.max_streams_per_client),
-            stalls: stall::Stalls::new(limits.send_timeout),
-            per_client: PerClient {
-                frontend: clients::ConnLimiter::new(limits.max_connections_per_client),
-                tunnel: clients::ConnLimiter::new(tuning::MAX_TUNNEL_CONNECTIONS_PER_CLIENT),
-                admin: clients::ConnLimiter::new(tuning::MAX_ADMIN_CONNECTIONS_PER_CLIENT),
-            },
-            limits,
-        })
-    }
-}
 
 /// The proxy's three bound listeners.
 #[derive(Debug)]
@@ -123,13 +69,6 @@ impl Listeners {
     }
 }
 
-/// TLS settings of the listeners.
-#[derive(Debug, Clone)]
-pub struct Tls {
-    pub tunnel: Arc<ServerConfig>,
-    pub frontend: Option<Arc<ServerConfig>>,
-}
-
 /// Serve until `shutdown` is cancelled, then drain front-end connections (bounded by
 /// [`tuning::SHUTDOWN_GRACE`]) and close the tunnels.
 pub async fn run(proxy: Arc<Proxy>, listeners: Listeners, tls: Tls, shutdown: CancellationToken) {
@@ -137,8 +76,8 @@ pub async fn run(proxy: Arc<Proxy>, listeners: Listeners, tls: Tls, shutdown: Ca
     let graceful = Arc::new(GracefulShutdown::new());
     let close_tunnels = CancellationToken::new();
 
+    proxy.tls.store(Some(Arc::new(tls)));
     tracker.spawn(proxy.stalls.clone().run(shutdown.clone()));
-    let frontend_acceptor = tls.frontend.map(TlsAcceptor::from);
     let frontend = {
         let proxy = proxy.clone();
         let graceful = graceful.clone();
@@ -151,12 +90,9 @@ pub async fn run(proxy: Arc<Proxy>, listeners: Listeners, tls: Tls, shutdown: Ca
             },
             shutdown.clone(),
             tracker.clone(),
-            move |tcp, peer| {
-                frontend::serve_conn(proxy.clone(), frontend_acceptor.clone(), tcp, peer, graceful.watcher())
-            },
+            move |tcp, peer| frontend::serve_conn(proxy.clone(), tcp, peer, graceful.watcher()),
         )
     };
-    let tunnel_acceptor = TlsAcceptor::from(tls.tunnel);
     let tunnels = {
         let proxy = proxy.clone();
         let close = close_tunnels.clone();
@@ -169,7 +105,7 @@ pub async fn run(proxy: Arc<Proxy>, listeners: Listeners, tls: Tls, shutdown: Ca
             },
             shutdown.clone(),
             tracker.clone(),
-            move |tcp, peer| tunnel::serve_conn(proxy.clone(), tunnel_acceptor.clone(), tcp, peer, close.clone()),
+            move |tcp, peer| tunnel::serve_conn(proxy.clone(), tcp, peer, close.clone()),
         )
     };
     let admin = {

@@ -1,15 +1,183 @@
-//! The routing decision: which origin's tunnel a front-end request goes to. Kept apart from the
-//! forwarding path so that later routing rules (host, path, SNI) change only this file.
+//! The routing decision, pure: a table of routes built from the configuration (never changed
+//! once built; a reload builds a new one) and the lookup of the first route whose host and path
+//! match a request. A route's [`Target`] says what answers; its policy says what is checked and
+//! rewritten on the way.
 
-use crate::registry::{Registry, Tunnel};
-use http::Request;
+use crate::policy::Policy;
+use bytes::Bytes;
+use http::StatusCode;
+use ipnet::IpNet;
 use std::sync::Arc;
 
-/// Candidate tunnels for a request, best first. Forwarding tries them in order when a tunnel
-/// turns out to be closed before the request could be sent on it.
-///
-/// Today there is a single default route: every request goes to the most recently connected
-/// origin, which is what a one-origin deployment needs.
-pub fn candidates<B>(registry: &Registry, _request: &Request<B>) -> Vec<Arc<Tunnel>> {
-    registry.tunnels()
+/// What answers the requests of a route.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// The tunnels of an origin (any instance of it); never another origin's.
+    Origin(OriginRef),
+    /// A plain `http://` service reached from the proxy itself; `base` is prefixed to the path.
+    Url { authority: http::uri::Authority, base: String, text: String },
+    /// Something the proxy answers itself.
+    Handler(Handler),
+    /// A redirect (308) to `location`.
+    Redirect { location: String, status: StatusCode },
+    /// A fixed answer.
+    Respond { status: StatusCode, body: Bytes },
+}
+
+/// Which origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginRef {
+    Named(String),
+    /// Whichever origin connected last (the zero-config route).
+    MostRecent,
+}
+
+/// Pages the proxy serves itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handler {
+    /// An HTML page of the connected origins (put it behind `basic_auth` or `allow`).
+    Status,
+    /// `200 ok`, for load balancers and uptime checks.
+    Health,
+}
+
+/// Which hosts a route is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    Any,
+    /// One host name, lower-case, without port.
+    Exact(String),
+    /// `*.example.com`: any name ending in `.example.com` (stored with the leading dot).
+    Suffix(String),
+}
+
+impl HostMatch {
+    pub fn parse(pattern: &str) -> Result<Self, String> {
+        let p = pattern.trim().to_ascii_lowercase();
+        if p.is_empty() || p == "*" {
+            return Ok(HostMatch::Any);
+        }
+        let (suffix, name) = match p.strip_prefix("*.") {
+            Some(rest) => (true, rest.to_owned()),
+            None => (false, p.clone()),
+        };
+        let ok = !name.is_empty()
+            && name
+                .split('.')
+                .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        if !ok {
+            return Err(format!("{pattern:?} is not a host name or *.domain pattern"));
+        }
+        Ok(if suffix { HostMatch::Suffix(format!(".{name}")) } else { HostMatch::Exact(name) })
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            HostMatch::Any => true,
+            HostMatch::Exact(name) => host.eq_ignore_ascii_case(name),
+            HostMatch::Suffix(suffix) => {
+                host.len() > suffix.len()
+                    && host.get(host.len() - suffix.len()..).is_some_and(|end| end.eq_ignore_ascii_case(suffix))
+            }
+        }
+    }
+}
+
+/// One route: which requests (host, path prefix), what answers them, and the policy.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// How logs and errors name it: "route 2 (revmux.toml:14)", or "default route".
+    pub name: String,
+    pub host: HostMatch,
+    /// Path prefix, matched on whole segments ("/api" matches "/api" and "/api/x", not "/apix").
+    pub path: String,
+    pub target: Target,
+    pub policy: Policy,
+}
+
+impl Route {
+    fn matches(&self, host: &str, path: &str) -> bool {
+        self.host.matches(host) && path_has_prefix(path, &self.path)
+    }
+}
+
+/// `path` starts with `prefix` on a segment boundary.
+pub fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    if prefix.is_empty() || prefix == "/" {
+        return true;
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// The compiled routing table: routes in order (first match wins) and the proxies trusted to
+/// say who the client is.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub routes: Vec<Arc<Route>>,
+    /// Peers whose `X-Forwarded-For` is believed when deciding a client's address for `allow`.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Where the table came from, for the status page and logs.
+    pub source: String,
+}
+
+impl Table {
+    /// No configuration: every request goes to the most recently connected origin.
+    pub fn zero_config() -> Self {
+        Table {
+            routes: vec![Arc::new(Route {
+                name: "default route".into(),
+                host: HostMatch::Any,
+                path: "/".into(),
+                target: Target::Origin(OriginRef::MostRecent),
+                policy: Policy::default(),
+            })],
+            trusted_proxies: Vec::new(),
+            source: "built-in (no --config)".into(),
+        }
+    }
+
+    /// The first route for `host` (without port) and `path`, with its index.
+    pub fn lookup(&self, host: &str, path: &str) -> Option<(usize, &Arc<Route>)> {
+        self.routes.iter().enumerate().find(|(_, r)| r.matches(host, path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(host: &str, path: &str, origin: &str) -> Arc<Route> {
+        Arc::new(Route {
+            name: origin.into(),
+            host: HostMatch::parse(host).expect("host"),
+            path: path.into(),
+            target: Target::Origin(OriginRef::Named(origin.into())),
+            policy: Policy::default(),
+        })
+    }
+
+    #[test]
+    fn first_matching_route_wins_on_host_and_whole_segments() {
+        let table = Table {
+            routes: vec![
+                route("media.example.com", "/api", "api"),
+                route("media.example.com", "/", "media"),
+                route("*.example.com", "/", "wild"),
+                route("", "/", "rest"),
+            ],
+            trusted_proxies: vec![],
+            source: "test".into(),
+        };
+        let pick = |h: &str, p: &str| table.lookup(h, p).map(|(i, r)| (i, r.name.clone()));
+        assert_eq!(pick("media.example.com", "/api/x"), Some((0, "api".into())));
+        assert_eq!(pick("MEDIA.example.com", "/api"), Some((0, "api".into())));
+        assert_eq!(pick("media.example.com", "/apix"), Some((1, "media".into())));
+        assert_eq!(pick("a.b.example.com", "/"), Some((2, "wild".into())));
+        assert_eq!(pick("example.com", "/"), Some((3, "rest".into())));
+        assert!(HostMatch::parse("bad host").is_err());
+        assert!(HostMatch::parse("*.").is_err());
+    }
 }

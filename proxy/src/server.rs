@@ -2,7 +2,7 @@
 //! number of live connections overall and per client address, and stop on the shutdown signal.
 
 use crate::clients::ConnLimiter;
-use common::ratelimit::LogLimiter;
+use crate::logs::{ACCEPT_FAILED, REFUSED};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,15 +22,6 @@ pub struct Listener {
     pub max_conns: usize,
     /// Connections one client address may hold; further ones are closed at once.
     pub per_client: Arc<ConnLimiter>,
-}
-
-/// "accept failed" and "refused" lines, each at most a few per ten seconds.
-static ACCEPT_FAILED: LogLimiter = LogLimiter::standard();
-static REFUSED: LogLimiter = LogLimiter::standard();
-
-/// Lines left out by the accept loops' limiters.
-pub fn log_suppressed() -> u64 {
-    ACCEPT_FAILED.suppressed_total() + REFUSED.suppressed_total()
 }
 
 /// Accept connections until `shutdown`, handing each to `handle` in its own task.

@@ -1,11 +1,14 @@
-//! The proxy's tunnel port: TLS, the origin's `PUT` + `Upgrade` handshake, then an HTTP/2
-//! client over the upgraded connection, registered under the origin's name.
+//! The proxy's tunnel port: TLS, the origin's `PUT` + `Upgrade` handshake (over any byte
+//! stream, so it is tested over in-memory pipes), then an HTTP/2 client over the upgraded
+//! connection, registered under the origin's name and instance.
 
-use crate::Proxy;
+use crate::logs::{REJECTED, STRAY};
+use crate::origins::Identity;
+use crate::state::Proxy;
 use common::body::{self, BoxBody};
 use common::protocol::{self, Rejection};
-use common::ratelimit::LogLimiter;
 use common::tuning;
+use common::Secret;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -14,19 +17,16 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, warn, Instrument};
 
 /// Serve one connection on the tunnel port, from TLS handshake to the end of the tunnel.
-pub async fn serve_conn(
-    proxy: Arc<Proxy>,
-    acceptor: TlsAcceptor,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    shutdown: CancellationToken,
-) {
+pub async fn serve_conn(proxy: Arc<Proxy>, tcp: TcpStream, peer: SocketAddr, shutdown: CancellationToken) {
+    let Some(tls) = proxy.tls.load_full() else { return };
+    let acceptor = TlsAcceptor::from(tls.tunnel.clone());
     let tls = match tokio::time::timeout(tuning::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
@@ -44,6 +44,15 @@ pub async fn serve_conn(
             return;
         }
     };
+    serve_handshake(proxy, tls, peer, shutdown).await
+}
+
+/// Answer the tunnel request on any byte stream and, once upgraded, run the tunnel in its
+/// own task. Returns when the handshake connection is done (the tunnel lives on).
+pub async fn serve_handshake<T>(proxy: Arc<Proxy>, io: T, peer: SocketAddr, shutdown: CancellationToken)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let for_log = proxy.clone();
     let service = service_fn(move |req| {
         let proxy = proxy.clone();
@@ -55,7 +64,7 @@ pub async fn serve_conn(
         .header_read_timeout(tuning::HANDSHAKE_TIMEOUT)
         .keep_alive(false)
         .max_buf_size(16 * 1024)
-        .serve_connection(TokioIo::new(tls), service)
+        .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
     // The whole exchange, not just the head: a peer that never reads our answer must not
     // keep its slot either.
@@ -72,15 +81,6 @@ pub async fn serve_conn(
     }
 }
 
-/// Anybody can connect to the tunnel port: its warnings are rate-limited.
-static STRAY: LogLimiter = LogLimiter::standard();
-static REJECTED: LogLimiter = LogLimiter::standard();
-
-/// Lines left out by the tunnel port's limiters.
-pub fn log_suppressed() -> u64 {
-    STRAY.suppressed_total() + REJECTED.suppressed_total()
-}
-
 /// Check the `PUT`; answer 101 and start the tunnel in its own task, or refuse with a reason.
 fn answer_put(
     proxy: Arc<Proxy>,
@@ -89,7 +89,8 @@ fn answer_put(
     shutdown: CancellationToken,
 ) -> Response<BoxBody> {
     let (parts, body) = req.into_parts();
-    let hello = match protocol::check_tunnel_request(&parts, &proxy.token) {
+    let credentials = proxy.credentials.load();
+    let hello = match protocol::check_tunnel_request(&parts, credentials.as_ref()) {
         Ok(hello) => hello,
         Err(rejection) => {
             proxy.counters.tunnel_rejected(rejection.label());
@@ -99,12 +100,22 @@ fn answer_put(
             return refusal(&rejection);
         }
     };
+    // Checked above: the header holds a bearer token.
+    let token = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.get(7..))
+        .map(|t| Secret::new(t.trim()))
+        .unwrap_or_else(|| Secret::new(""));
     let req = Request::from_parts(parts, body);
-    let span = info_span!("tunnel", origin = %hello.origin_name, %peer);
+    let span =
+        info_span!("tunnel", origin = %hello.origin_name, instance = hello.instance.as_deref().unwrap_or("-"), %peer);
+    let who = Identity { origin: hello.origin_name, instance: hello.instance, peer, token };
     tokio::spawn(
         async move {
             match tokio::time::timeout(tuning::HANDSHAKE_TIMEOUT, hyper::upgrade::on(req)).await {
-                Ok(Ok(upgraded)) => run_tunnel(proxy, upgraded, hello.origin_name, peer, shutdown).await,
+                Ok(Ok(upgraded)) => run_tunnel(proxy, upgraded, who, shutdown).await,
                 Ok(Err(e)) => warn!(error = %e, "tunnel upgrade failed"),
                 Err(_) => warn!("tunnel upgrade timed out"),
             }
@@ -136,13 +147,7 @@ fn refusal(rejection: &Rejection) -> Response<BoxBody> {
 }
 
 /// Run the HTTP/2 client side of the tunnel until it ends, keeping it registered meanwhile.
-async fn run_tunnel(
-    proxy: Arc<Proxy>,
-    upgraded: hyper::upgrade::Upgraded,
-    origin: String,
-    peer: SocketAddr,
-    shutdown: CancellationToken,
-) {
+async fn run_tunnel(proxy: Arc<Proxy>, upgraded: hyper::upgrade::Upgraded, who: Identity, shutdown: CancellationToken) {
     let handshake = common::tunnel::client_builder().handshake(upgraded);
     let (sender, conn) = match tokio::time::timeout(tuning::HANDSHAKE_TIMEOUT, handshake).await {
         Ok(Ok(pair)) => pair,
@@ -155,7 +160,9 @@ async fn run_tunnel(
             return;
         }
     };
-    let (tunnel, replaced) = proxy.registry.register(&origin, peer, sender);
+    let close = shutdown.child_token();
+    let origin = who.origin.clone();
+    let (tunnel, replaced) = proxy.origins.register(who, sender, close.clone());
     let id = tunnel.id;
     // Only the registry and in-flight streams hold the tunnel (and so its HTTP/2 handle). Once
     // it is replaced or removed and its last stream ends, hyper closes the connection itself.
@@ -170,7 +177,13 @@ async fn run_tunnel(
             Ok(()) => info!(tunnel = id, "tunnel closed"),
             Err(e) => warn!(tunnel = id, error = %e, "tunnel lost"),
         },
-        _ = shutdown.cancelled() => info!(tunnel = id, "tunnel closed: proxy shutting down"),
+        _ = close.cancelled() => {
+            if shutdown.is_cancelled() {
+                info!(tunnel = id, "tunnel closed: proxy shutting down");
+            } else {
+                warn!(tunnel = id, "tunnel closed: its token no longer admits this origin (configuration reloaded)");
+            }
+        }
     }
-    proxy.registry.remove(&origin, id);
+    proxy.origins.remove(&origin, id);
 }

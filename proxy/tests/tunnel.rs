@@ -40,7 +40,7 @@ async fn files_cross_the_tunnel_byte_exact() {
     assert_eq!(status, StatusCode::OK);
     assert!(body == pattern(24 * 1024 * 1024), "24 MiB body differs");
 
-    let stats = &p.proxy.registry.tunnels_of("media")[0].stats;
+    let stats = &p.proxy.origins.tunnels_of("media")[0].stats;
     assert!(stats.bytes_from_origin.load(std::sync::atomic::Ordering::Relaxed) >= 24 * 1024 * 1024);
     p.shutdown.cancel();
 }
@@ -80,7 +80,7 @@ async fn wrong_token_is_rejected_with_the_reason() {
         other => panic!("unexpected error {other}"),
     }
     assert!(err.is_rejection());
-    assert!(p.proxy.registry.is_empty());
+    assert!(p.proxy.origins.is_empty());
     p.shutdown.cancel();
 }
 
@@ -167,23 +167,28 @@ async fn origin_vanishing_mid_response_aborts_the_front_end_response() {
     let rest = tokio::time::timeout(Duration::from_secs(15), body.collect()).await.expect("no hang");
     assert!(rest.is_err(), "a truncated response must end in an error, not look complete");
     // And the next request is a prompt 502, not a hang.
-    wait_for("tunnel removal", || p.proxy.registry.is_empty()).await;
+    wait_for("tunnel removal", || p.proxy.origins.is_empty()).await;
     let (status, _, _) = get(p.front, "/").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     p.shutdown.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reconnecting_origin_replaces_its_registration() {
+async fn a_reconnect_of_the_same_instance_replaces_its_tunnel_and_another_instance_joins_the_pool() {
     let p = start_proxy().await;
     let media = media_dir();
-    let first = start_origin(origin_settings(&p, "media", p.token.clone(), files(media.path())));
+    let settings = origin_settings(&p, "media", p.token.clone(), files(media.path()));
+    let first = start_origin(settings.clone());
     connected(&p, "media").await;
-    let first_id = p.proxy.registry.tunnels_of("media")[0].id;
-    let _second = start_origin(origin_settings(&p, "media", p.token.clone(), files(media.path())));
-    wait_for("the new tunnel", || p.proxy.registry.tunnels_of("media").first().is_some_and(|t| t.id != first_id)).await;
-    assert_eq!(p.proxy.registry.tunnels_of("media").len(), 1, "one registration per origin name");
+    let first_id = p.proxy.origins.tunnels_of("media")[0].id;
+    // The same process reconnecting (same instance id): its old tunnel is replaced.
+    let _again = start_origin(settings.clone());
+    wait_for("the new tunnel", || p.proxy.origins.tunnels_of("media").first().is_some_and(|t| t.id != first_id)).await;
+    assert_eq!(p.proxy.origins.tunnels_of("media").len(), 1, "one tunnel per instance");
     first.abort();
+    // Another process with the same name (another instance): both stay, as a pool.
+    let _other = start_origin(origin_settings(&p, "media", p.token.clone(), files(media.path())));
+    wait_for("a pool of two", || p.proxy.origins.tunnels_of("media").len() == 2).await;
     let (status, _, _) = get(p.front, "/small.txt").await;
     assert_eq!(status, StatusCode::OK);
     p.shutdown.cancel();
@@ -192,7 +197,7 @@ async fn reconnecting_origin_replaces_its_registration() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_vanishing_with_many_requests_in_flight_keeps_the_tunnel() {
     let (p, _media) = proxy_with_media_origin().await;
-    let tunnel_id = p.proxy.registry.tunnels_of("media")[0].id;
+    let tunnel_id = p.proxy.origins.tunnels_of("media")[0].id;
     // Several HTTP/2 front-end connections each open 200 streams and vanish at once, so the
     // proxy resets hundreds of tunnel streams, many before the origin has accepted them.
     for _ in 0..10 {
@@ -215,7 +220,7 @@ async fn a_client_vanishing_with_many_requests_in_flight_keeps_the_tunnel() {
         let (status, _, _) = get(p.front, "/small.txt").await;
         assert_eq!(status, StatusCode::OK);
     }
-    let now = p.proxy.registry.tunnels_of("media");
+    let now = p.proxy.origins.tunnels_of("media");
     assert_eq!(now.len(), 1);
     assert_eq!(now[0].id, tunnel_id, "the tunnel must survive front-end clients that vanish");
     p.shutdown.cancel();

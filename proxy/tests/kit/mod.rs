@@ -25,10 +25,26 @@ pub struct TestProxy {
     pub proxy: Arc<proxy::Proxy>,
     pub front: SocketAddr,
     pub tunnel: SocketAddr,
+    pub admin: SocketAddr,
     pub ca: PathBuf,
     pub token: Secret,
+    /// Where a reload reads from (the config file is `config` in the same directory).
+    pub sources: proxy::config::Sources,
     pub shutdown: CancellationToken,
     pub _dir: tempfile::TempDir,
+}
+
+impl TestProxy {
+    /// The config file this proxy reads on reload.
+    pub fn config_path(&self) -> PathBuf {
+        self._dir.path().join("revmux.toml")
+    }
+
+    /// Write a new config file and reload; panics when the proxy refuses it.
+    pub fn reconfigure(&self, text: &str) -> usize {
+        std::fs::write(self.config_path(), text).unwrap();
+        proxy::reload::reload(&self.proxy, &self.sources).unwrap()
+    }
 }
 
 pub async fn start_proxy() -> TestProxy {
@@ -37,16 +53,32 @@ pub async fn start_proxy() -> TestProxy {
 
 /// A proxy with these front-end limits.
 pub async fn start_proxy_with(limits: proxy::Limits) -> TestProxy {
+    start_proxy_full(limits, None).await
+}
+
+/// A proxy reading this config file (default limits).
+pub async fn start_proxy_config(config: &str) -> TestProxy {
+    start_proxy_full(proxy::Limits::default(), Some(config)).await
+}
+
+pub async fn start_proxy_full(limits: proxy::Limits, config: Option<&str>) -> TestProxy {
     common::tls::install_default_provider();
     let dir = tempfile::tempdir().unwrap();
     let issued = certs::ensure_server_cert(dir.path(), &[]).unwrap();
-    let (token, _, _) = certs::ensure_token(dir.path()).unwrap();
-    let tunnel_tls = common::tls::server_config(
-        common::tls::load_certs(&issued.cert).unwrap(),
-        common::tls::load_key(&issued.key).unwrap(),
-        common::tls::ALPN_TUNNEL,
-    )
-    .unwrap();
+    let (token, token_path, _) = certs::ensure_token(dir.path()).unwrap();
+    let config_path = dir.path().join("revmux.toml");
+    if let Some(text) = config {
+        std::fs::write(&config_path, text).unwrap();
+    }
+    let sources = proxy::config::Sources {
+        cert_flag: "--certs-dir",
+        cert: issued.cert.clone(),
+        key: issued.key.clone(),
+        frontend_tls: false,
+        token: proxy::config::TokenSource::File(token_path),
+        config: config.map(|_| config_path),
+    };
+    let loaded = sources.load().unwrap();
     let listeners = proxy::Listeners {
         frontend: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         tunnel: TcpListener::bind("127.0.0.1:0").await.unwrap(),
@@ -54,15 +86,11 @@ pub async fn start_proxy_with(limits: proxy::Limits) -> TestProxy {
     };
     let front = listeners.frontend.local_addr().unwrap();
     let tunnel = listeners.tunnel.local_addr().unwrap();
-    let proxy = proxy::Proxy::with_limits(token.clone(), limits);
+    let admin = listeners.admin.local_addr().unwrap();
+    let proxy = proxy::Proxy::with_config(loaded.credentials, loaded.table, limits);
     let shutdown = CancellationToken::new();
-    tokio::spawn(proxy::run(
-        proxy.clone(),
-        listeners,
-        proxy::Tls { tunnel: tunnel_tls, frontend: None },
-        shutdown.clone(),
-    ));
-    TestProxy { proxy, front, tunnel, ca: issued.ca, token, shutdown, _dir: dir }
+    tokio::spawn(proxy::run(proxy.clone(), listeners, loaded.tls, shutdown.clone()));
+    TestProxy { proxy, front, tunnel, admin, ca: issued.ca, token, sources, shutdown, _dir: dir }
 }
 
 pub fn origin_settings(p: &TestProxy, name: &str, token: Secret, app: App) -> Settings {
@@ -71,6 +99,7 @@ pub fn origin_settings(p: &TestProxy, name: &str, token: Secret, app: App) -> Se
         trust: Trust::CaFile(p.ca.clone()),
         token,
         name: name.into(),
+        instance: common::protocol::new_instance_id(),
         app,
         notes: vec![],
     }
@@ -94,7 +123,7 @@ pub async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
 }
 
 pub async fn connected(p: &TestProxy, name: &str) {
-    wait_for(&format!("origin {name} to connect"), || !p.proxy.registry.tunnels_of(name).is_empty()).await;
+    wait_for(&format!("origin {name} to connect"), || !p.proxy.origins.tunnels_of(name).is_empty()).await;
 }
 
 /// A front-end HTTP/1.1 connection.
@@ -106,8 +135,17 @@ pub async fn h1(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Ful
 }
 
 pub async fn get(addr: SocketAddr, path: &str) -> (StatusCode, http::HeaderMap, Bytes) {
+    get_host(addr, "example.test", path).await
+}
+
+/// GET `path` with this `Host`.
+pub async fn get_host(addr: SocketAddr, host: &str, path: &str) -> (StatusCode, http::HeaderMap, Bytes) {
+    get_with(addr, Request::get(path).header("host", host).body(Full::default()).unwrap()).await
+}
+
+/// Send one request on a new HTTP/1.1 connection and read the whole answer.
+pub async fn get_with(addr: SocketAddr, req: Request<Full<Bytes>>) -> (StatusCode, http::HeaderMap, Bytes) {
     let mut sender = h1(addr).await;
-    let req = Request::get(path).header("host", "example.test").body(Full::default()).unwrap();
     let resp = sender.send_request(req).await.unwrap();
     let (parts, body) = resp.into_parts();
     (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
@@ -126,6 +164,13 @@ pub fn pattern(len: usize) -> Vec<u8> {
 
 pub fn files(root: &Path) -> App {
     App::Files(FileServer::new(root).unwrap())
+}
+
+/// A directory with one file `who.txt` holding `text`: tells origins apart in tests.
+pub fn labelled_dir(text: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("who.txt"), text).unwrap();
+    dir
 }
 
 /// A proxy with one origin named `media` serving [`media_dir`], connected.
@@ -157,7 +202,7 @@ pub async fn h1_from(addr: SocketAddr, from: &str) -> hyper::client::conn::http1
 
 /// The id of `origin`'s one tunnel.
 pub fn tunnel_id(p: &TestProxy, origin: &str) -> u64 {
-    let tunnels = p.proxy.registry.tunnels_of(origin);
+    let tunnels = p.proxy.origins.tunnels_of(origin);
     assert_eq!(tunnels.len(), 1, "one tunnel for {origin}");
     tunnels[0].id
 }

@@ -1,0 +1,168 @@
+//! The one error type of a front-end request that the proxy answers itself: each says which
+//! side failed and whether a retry is safe, and [`Error::into_response`] is the one place that
+//! turns it into a status, a reason and headers. Metrics count by [`Error::label`].
+
+use common::body::{self, BoxBody};
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+use std::time::Duration;
+
+/// Which side of the proxy a failure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The front-end client sent something the proxy will not forward.
+    Client,
+    /// The proxy's own configuration or limits decided.
+    Proxy,
+    /// The origin (its tunnel, or a `url` target) failed or was not there.
+    Origin,
+}
+
+/// Why a request was answered by the proxy rather than by its target.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no origin is connected")]
+    NoOrigin,
+    #[error("origin {0} is not connected")]
+    OriginDown(String),
+    #[error("no route for {host}{path}")]
+    NoRoute { host: String, path: String },
+    #[error("request has no Host header or authority")]
+    NoHost,
+    #[error("invalid Host header: {0}")]
+    BadHost(String),
+    #[error("{0} is not supported through the tunnel yet")]
+    Unsupported(&'static str),
+    #[error("{0} may not use this route")]
+    Forbidden(std::net::IpAddr),
+    #[error("this route needs a user name and password")]
+    Unauthorized { realm: String },
+    #[error("origin {origin} failed before answering: {source}")]
+    Origin { origin: String, source: hyper::Error },
+    #[error("{url} failed before answering: {reason}")]
+    Url { url: String, reason: String },
+    #[error("every tunnel of origin {0} closed before the request could be sent")]
+    TunnelsClosed(String),
+    #[error("origin {origin} did not start answering within {after:?}")]
+    ResponseTimeout { origin: String, after: Duration },
+    #[error("this client already has {0} requests in flight; try again shortly")]
+    ClientBusy(usize),
+    #[error("origin {origin} already has {waiting} requests waiting for a stream; try again shortly")]
+    OriginBusy { origin: String, waiting: usize },
+}
+
+impl Error {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Error::NoHost | Error::BadHost(_) => StatusCode::BAD_REQUEST,
+            Error::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            Error::NoRoute { .. } => StatusCode::NOT_FOUND,
+            Error::Forbidden(_) => StatusCode::FORBIDDEN,
+            Error::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            Error::NoOrigin
+            | Error::OriginDown(_)
+            | Error::Origin { .. }
+            | Error::Url { .. }
+            | Error::TunnelsClosed(_) => StatusCode::BAD_GATEWAY,
+            Error::ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Error::ClientBusy(_) | Error::OriginBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    pub fn side(&self) -> Side {
+        match self {
+            Error::NoHost | Error::BadHost(_) | Error::Unsupported(_) | Error::ClientBusy(_) => Side::Client,
+            Error::NoRoute { .. } | Error::Forbidden(_) | Error::Unauthorized { .. } | Error::OriginBusy { .. } => {
+                Side::Proxy
+            }
+            Error::NoOrigin
+            | Error::OriginDown(_)
+            | Error::Origin { .. }
+            | Error::Url { .. }
+            | Error::TunnelsClosed(_)
+            | Error::ResponseTimeout { .. } => Side::Origin,
+        }
+    }
+
+    /// Whether the client may simply send the same request again: nothing reached an origin.
+    pub fn retry_safe(&self) -> bool {
+        !matches!(self, Error::Origin { .. } | Error::Url { .. } | Error::ResponseTimeout { .. })
+    }
+
+    /// The metrics label (`revmux_failed_requests_total{reason}`).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::NoOrigin | Error::OriginDown(_) => "no_origin",
+            Error::Origin { .. } | Error::Url { .. } | Error::TunnelsClosed(_) => "origin_failed",
+            Error::NoHost | Error::BadHost(_) | Error::Unsupported(_) => "bad_request",
+            Error::ResponseTimeout { .. } => "response_timeout",
+            Error::ClientBusy(_) => "client_busy",
+            Error::OriginBusy { .. } => "origin_busy",
+            Error::NoRoute { .. } => "no_route",
+            Error::Forbidden(_) | Error::Unauthorized { .. } => "denied",
+        }
+    }
+
+    /// Every label, so metrics list each one even at zero.
+    pub const LABELS: [&'static str; 8] = [
+        "no_origin",
+        "origin_failed",
+        "bad_request",
+        "response_timeout",
+        "client_busy",
+        "origin_busy",
+        "no_route",
+        "denied",
+    ];
+
+    /// A short plain-text response naming the cause.
+    pub fn into_response(self) -> Response<BoxBody> {
+        let status = self.status();
+        let reason = status.canonical_reason().unwrap_or("error").to_ascii_lowercase();
+        let mut resp = text_response(status, format!("{} {reason}: {self}\n", status.as_u16()));
+        let headers = resp.headers_mut();
+        match &self {
+            Error::ClientBusy(_) | Error::OriginBusy { .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Error::Unauthorized { realm } => {
+                let value = format!("Basic realm=\"{}\", charset=\"UTF-8\"", realm.replace(['"', '\\'], ""));
+                if let Ok(v) = HeaderValue::try_from(value) {
+                    headers.insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+/// A small `text/plain` response.
+pub fn text_response(status: StatusCode, text: impl Into<bytes::Bytes>) -> Response<BoxBody> {
+    let mut resp = Response::new(body::full(text));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_has_one_status_side_and_label() {
+        let busy = Error::OriginBusy { origin: "media".into(), waiting: 3 };
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.side(), Side::Proxy);
+        assert!(busy.retry_safe());
+        let resp = busy.into_response();
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+        let auth = Error::Unauthorized { realm: "my \"site\"".into() }.into_response();
+        assert_eq!(auth.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(auth.headers()[header::WWW_AUTHENTICATE], "Basic realm=\"my site\", charset=\"UTF-8\"");
+        let timeout = Error::ResponseTimeout { origin: "o".into(), after: Duration::from_secs(1) };
+        assert!(!timeout.retry_safe());
+        assert!(Error::LABELS.contains(&timeout.label()));
+        assert_eq!(Error::NoRoute { host: "a".into(), path: "/b".into() }.status(), StatusCode::NOT_FOUND);
+    }
+}

@@ -1,0 +1,340 @@
+//! What the proxy reports about itself: counters of requests it answered with an error, and
+//! the status document (origins grouped into instances and tunnels, the routes in force),
+//! rendered as JSON (`/status`), a table (`p status`) or an HTML page (`handler = "status"`).
+//! Built from snapshots only.
+
+use crate::error::Error;
+use crate::origins::{OriginView, TunnelView};
+use crate::route::{Handler, OriginRef, Table, Target};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Proxy-wide counters.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Requests answered by the proxy itself with an error, by [`Error::label`].
+    failures: [AtomicU64; Error::LABELS.len()],
+    /// Tunnel-port connections that did not become a tunnel, by reason.
+    tunnel_rejections: Mutex<BTreeMap<&'static str, u64>>,
+    /// Configuration reloads that took effect / that were refused.
+    pub reloads: AtomicU64,
+    pub reloads_failed: AtomicU64,
+}
+
+impl Counters {
+    pub fn tunnel_rejected(&self, reason: &'static str) {
+        let mut map = self.tunnel_rejections.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry(reason).or_insert(0) += 1;
+    }
+
+    pub fn tunnel_rejections(&self) -> Vec<(&'static str, u64)> {
+        let map = self.tunnel_rejections.lock().unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    pub fn record_failure(&self, e: &Error) {
+        if let Some(i) = Error::LABELS.iter().position(|l| *l == e.label()) {
+            self.failures[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Every failure label with its count.
+    pub fn failures(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Error::LABELS.iter().zip(&self.failures).map(|(l, c)| (*l, c.load(Ordering::Relaxed)))
+    }
+}
+
+/// The JSON document served at `/status`.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Status {
+    pub origins: Vec<OriginStatus>,
+    #[serde(default)]
+    pub routes: Vec<RouteStatus>,
+    #[serde(default)]
+    pub config: String,
+}
+
+/// One origin: totals over its pool, and the pool itself.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct OriginStatus {
+    pub name: String,
+    /// The most recently connected tunnel's id, peer and start.
+    pub tunnel_id: u64,
+    pub peer: String,
+    pub connected_since: String,
+    pub connected_secs: u64,
+    pub open_streams: u64,
+    pub requests: u64,
+    pub bytes_to_origin: u64,
+    pub bytes_from_origin: u64,
+    pub instances: Vec<InstanceStatus>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct InstanceStatus {
+    pub instance: String,
+    pub tunnels: Vec<TunnelStatus>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct TunnelStatus {
+    pub tunnel_id: u64,
+    pub peer: String,
+    pub connected_since: String,
+    pub connected_secs: u64,
+    pub open_streams: u64,
+    pub requests: u64,
+    pub bytes_to_origin: u64,
+    pub bytes_from_origin: u64,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct RouteStatus {
+    pub name: String,
+    pub host: String,
+    pub path: String,
+    pub target: String,
+}
+
+fn rfc3339(t: std::time::SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+impl TunnelStatus {
+    fn of(t: &TunnelView) -> Self {
+        TunnelStatus {
+            tunnel_id: t.id,
+            peer: t.peer.to_string(),
+            connected_since: rfc3339(t.connected_since),
+            connected_secs: t.connected_secs,
+            open_streams: t.open_streams,
+            requests: t.requests,
+            bytes_to_origin: t.bytes_to_origin,
+            bytes_from_origin: t.bytes_from_origin,
+        }
+    }
+}
+
+impl Status {
+    pub fn build(origins: &[OriginView], table: &Table) -> Self {
+        let origins = origins
+            .iter()
+            .map(|o| {
+                let latest = o.tunnels().max_by_key(|t| t.id);
+                let sum = |f: fn(&TunnelView) -> u64| o.tunnels().map(f).sum();
+                OriginStatus {
+                    name: o.name.clone(),
+                    tunnel_id: latest.map_or(0, |t| t.id),
+                    peer: latest.map(|t| t.peer.to_string()).unwrap_or_default(),
+                    connected_since: latest.map(|t| rfc3339(t.connected_since)).unwrap_or_default(),
+                    connected_secs: latest.map_or(0, |t| t.connected_secs),
+                    open_streams: sum(|t| t.open_streams),
+                    requests: sum(|t| t.requests),
+                    bytes_to_origin: sum(|t| t.bytes_to_origin),
+                    bytes_from_origin: sum(|t| t.bytes_from_origin),
+                    instances: o
+                        .instances
+                        .iter()
+                        .map(|i| InstanceStatus {
+                            instance: i.instance.clone(),
+                            tunnels: i.tunnels.iter().map(TunnelStatus::of).collect(),
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        let routes = table
+            .routes
+            .iter()
+            .map(|r| RouteStatus {
+                name: r.name.clone(),
+                host: match &r.host {
+                    crate::route::HostMatch::Any => "*".into(),
+                    crate::route::HostMatch::Exact(h) => h.clone(),
+                    crate::route::HostMatch::Suffix(s) => format!("*{s}"),
+                },
+                path: r.path.clone(),
+                target: describe(&r.target),
+            })
+            .collect();
+        Status { origins, routes, config: table.source.clone() }
+    }
+}
+
+fn describe(target: &Target) -> String {
+    match target {
+        Target::Origin(OriginRef::Named(n)) => format!("origin {n}"),
+        Target::Origin(OriginRef::MostRecent) => "the most recently connected origin".into(),
+        Target::Url { text, .. } => format!("url {text}"),
+        Target::Handler(Handler::Status) => "handler status".into(),
+        Target::Handler(Handler::Health) => "handler health".into(),
+        Target::Redirect { location, status } => format!("redirect {} {location}", status.as_u16()),
+        Target::Respond { status, .. } => format!("respond {}", status.as_u16()),
+    }
+}
+
+/// The status as an aligned table: one row per tunnel, grouped by origin and instance.
+pub fn table(status: &Status) -> String {
+    if status.origins.is_empty() {
+        return "no origin is connected\n".to_owned();
+    }
+    let header =
+        ["ORIGIN", "INSTANCE", "PEER", "CONNECTED SINCE", "UPTIME", "STREAMS", "REQUESTS", "TO ORIGIN", "FROM ORIGIN"];
+    let mut rows: Vec<[String; 9]> = Vec::new();
+    for o in &status.origins {
+        for i in &o.instances {
+            for t in &i.tunnels {
+                rows.push([
+                    o.name.clone(),
+                    i.instance.chars().take(12).collect(),
+                    t.peer.clone(),
+                    t.connected_since.clone(),
+                    humantime::format_duration(Duration::from_secs(t.connected_secs)).to_string(),
+                    t.open_streams.to_string(),
+                    t.requests.to_string(),
+                    human_bytes(t.bytes_to_origin),
+                    human_bytes(t.bytes_from_origin),
+                ]);
+            }
+        }
+    }
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
+        let parts: Vec<String> = cells.zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(parts.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(&mut header.iter().copied());
+    for row in &rows {
+        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+/// The status as a small, self-contained HTML page.
+pub fn html(status: &Status) -> String {
+    let mut out = String::from(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"5\"><title>revmux status</title>\
+         <style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}\
+         td,th{border:1px solid #ccc;padding:.2em .6em;text-align:left}</style></head><body>\n<h1>revmux status</h1>\n",
+    );
+    if status.origins.is_empty() {
+        out.push_str("<p>No origin is connected.</p>\n");
+    }
+    for o in &status.origins {
+        out.push_str(&format!(
+            "<h2>{}</h2>\n<p>{} instance(s), {} request(s), {} stream(s) open</p>\n<table><tr><th>instance</th><th>peer</th><th>connected since</th><th>streams</th><th>requests</th><th>to origin</th><th>from origin</th></tr>\n",
+            esc(&o.name),
+            o.instances.len(),
+            o.requests,
+            o.open_streams
+        ));
+        for i in &o.instances {
+            for t in &i.tunnels {
+                out.push_str(&format!(
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                    esc(&i.instance),
+                    esc(&t.peer),
+                    esc(&t.connected_since),
+                    t.open_streams,
+                    t.requests,
+                    human_bytes(t.bytes_to_origin),
+                    human_bytes(t.bytes_from_origin)
+                ));
+            }
+        }
+        out.push_str("</table>\n");
+    }
+    out.push_str(&format!(
+        "<h2>Routes</h2>\n<p>from {}</p>\n<table><tr><th>route</th><th>host</th><th>path</th><th>target</th></tr>\n",
+        esc(&status.config)
+    ));
+    for r in &status.routes {
+        out.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            esc(&r.name),
+            esc(&r.host),
+            esc(&r.path),
+            esc(&r.target)
+        ));
+    }
+    out.push_str("</table>\n</body></html>\n");
+    out
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tunnel(id: u64) -> TunnelStatus {
+        TunnelStatus {
+            tunnel_id: id,
+            peer: "127.0.0.1:5000".into(),
+            connected_since: "2026-01-01T00:00:00Z".into(),
+            connected_secs: 65,
+            open_streams: 2,
+            requests: 10,
+            bytes_to_origin: 100,
+            bytes_from_origin: 3 * 1024 * 1024,
+        }
+    }
+
+    #[test]
+    fn table_and_html_list_each_tunnel_under_its_origin() {
+        let status = Status {
+            origins: vec![OriginStatus {
+                name: "media".into(),
+                tunnel_id: 2,
+                peer: "127.0.0.1:5000".into(),
+                connected_since: "2026-01-01T00:00:00Z".into(),
+                connected_secs: 65,
+                open_streams: 4,
+                requests: 20,
+                bytes_to_origin: 200,
+                bytes_from_origin: 6 * 1024 * 1024,
+                instances: vec![
+                    InstanceStatus { instance: "aaaa".into(), tunnels: vec![tunnel(1)] },
+                    InstanceStatus { instance: "<b>".into(), tunnels: vec![tunnel(2)] },
+                ],
+            }],
+            routes: vec![],
+            config: "test".into(),
+        };
+        let table = table(&status);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("ORIGIN  INSTANCE"));
+        assert!(lines[1].contains("media") && lines[1].contains("1m 5s") && lines[1].contains("3.0 MiB"), "{table}");
+        let page = html(&status);
+        assert!(page.contains("<h2>media</h2>") && page.contains("&lt;b&gt;") && !page.contains("<b>"), "{page}");
+        let empty = Status { origins: vec![], routes: vec![], config: String::new() };
+        assert_eq!(super::table(&empty), "no origin is connected\n");
+    }
+}
