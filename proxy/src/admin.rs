@@ -57,6 +57,10 @@ fn metrics_text(proxy: &Proxy) -> Result<String, std::fmt::Error> {
     for o in proxy.origins.snapshot() {
         let labels = vec![("origin", o.name.clone())];
         instances.get_or_create(&labels).set(o.instances.len() as i64);
+        // Counters keep counting across reconnects: tunnels that are gone left their share.
+        requests.get_or_create(&labels).inc_by(o.retired.requests);
+        to_origin.get_or_create(&labels).inc_by(o.retired.bytes_to_origin);
+        from_origin.get_or_create(&labels).inc_by(o.retired.bytes_from_origin);
         for t in o.tunnels() {
             tunnels.get_or_create(&labels).inc();
             open.get_or_create(&labels).inc_by(t.open_streams as i64);
@@ -68,7 +72,11 @@ fn metrics_text(proxy: &Proxy) -> Result<String, std::fmt::Error> {
     registry.register("instances", "Connected origin processes per origin name (a pool)", instances);
     registry.register("tunnels", "Connected tunnels per origin", tunnels);
     registry.register("open_streams", "Streams in flight per origin", open);
-    registry.register("requests", "Requests forwarded per origin (on current tunnels)", requests);
+    registry.register(
+        "requests",
+        "Requests forwarded per origin (since the proxy started, across reconnects)",
+        requests,
+    );
     registry.register("bytes_to_origin", "Request body bytes sent to the origin", to_origin);
     registry.register("bytes_from_origin", "Response body bytes received from the origin", from_origin);
     let failed = Family::<Vec<(&'static str, &'static str)>, Counter>::default();

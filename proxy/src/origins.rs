@@ -26,6 +26,16 @@ pub struct TunnelStats {
     pub bytes_from_origin: AtomicU64,
 }
 
+/// What an origin's tunnels have carried, kept across reconnects: each tunnel adds its
+/// counters here when it is dropped (after its last stream), and counts itself when it comes.
+#[derive(Debug, Default)]
+pub struct OriginTotals {
+    pub tunnels: AtomicU64,
+    pub requests: AtomicU64,
+    pub bytes_to_origin: AtomicU64,
+    pub bytes_from_origin: AtomicU64,
+}
+
 /// Who opened a tunnel, as its handshake said.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -52,6 +62,17 @@ pub struct Tunnel {
     /// Cancelled to end this tunnel (revoked by a reload).
     pub close: CancellationToken,
     sender: SendRequest<ToOrigin>,
+    /// Its origin's totals, which this tunnel's counters join when it is gone.
+    totals: Arc<OriginTotals>,
+}
+
+impl Drop for Tunnel {
+    fn drop(&mut self) {
+        let (s, t) = (&self.stats, &self.totals);
+        t.requests.fetch_add(s.requests.load(Ordering::Relaxed), Ordering::Relaxed);
+        t.bytes_to_origin.fetch_add(s.bytes_to_origin.load(Ordering::Relaxed), Ordering::Relaxed);
+        t.bytes_from_origin.fetch_add(s.bytes_from_origin.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
 }
 
 impl Tunnel {
@@ -82,6 +103,8 @@ impl Tunnel {
 pub struct Origins {
     by_name: RwLock<HashMap<String, Vec<Arc<Tunnel>>>>,
     next_id: AtomicU64,
+    /// Per origin name, for as long as the proxy runs (names are admitted by tokens).
+    totals: std::sync::Mutex<HashMap<String, Arc<OriginTotals>>>,
 }
 
 impl Origins {
@@ -99,7 +122,10 @@ impl Origins {
         close: CancellationToken,
     ) -> (Arc<Tunnel>, Vec<Arc<Tunnel>>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let totals = self.totals_of(&who.origin);
+        totals.tunnels.fetch_add(1, Ordering::Relaxed);
         let tunnel = Arc::new(Tunnel {
+            totals,
             id,
             instance: who.instance.unwrap_or_else(|| format!("tunnel-{id}")),
             origin: who.origin,
@@ -117,6 +143,11 @@ impl Origins {
         *pool = kept;
         pool.push(tunnel.clone());
         (tunnel, replaced)
+    }
+
+    fn totals_of(&self, origin: &str) -> Arc<OriginTotals> {
+        let mut totals = self.totals.lock().unwrap_or_else(|p| p.into_inner());
+        totals.entry(origin.to_owned()).or_default().clone()
     }
 
     /// Remove one tunnel (when its connection ends). Returns whether it was still registered.
@@ -192,7 +223,15 @@ impl Origins {
                         None => instances.push(InstanceView { instance: t.instance.clone(), tunnels: vec![view] }),
                     }
                 }
-                OriginView { name: name.clone(), instances }
+                let totals = self.totals_of(name);
+                let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                let retired = RetiredView {
+                    tunnels: load(&totals.tunnels),
+                    requests: load(&totals.requests),
+                    bytes_to_origin: load(&totals.bytes_to_origin),
+                    bytes_from_origin: load(&totals.bytes_from_origin),
+                };
+                OriginView { name: name.clone(), instances, retired }
             })
             .collect();
         origins.sort_by(|a, b| a.name.cmp(&b.name));
@@ -206,6 +245,17 @@ pub struct OriginView {
     pub name: String,
     /// Most recently connected first.
     pub instances: Vec<InstanceView>,
+    /// What its tunnels that are gone carried, and how many tunnels it ever connected.
+    pub retired: RetiredView,
+}
+
+/// Counters of an origin's tunnels that are gone (`tunnels`: every one ever connected).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RetiredView {
+    pub tunnels: u64,
+    pub requests: u64,
+    pub bytes_to_origin: u64,
+    pub bytes_from_origin: u64,
 }
 
 /// One origin process.

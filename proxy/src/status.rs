@@ -69,6 +69,13 @@ pub struct OriginStatus {
     pub requests: u64,
     pub bytes_to_origin: u64,
     pub bytes_from_origin: u64,
+    /// Tunnels this origin has connected since the proxy started (reconnects included); the
+    /// totals above include those tunnels' traffic.
+    #[serde(default)]
+    pub tunnels_connected: u64,
+    /// Names of the routes that send requests to this origin.
+    #[serde(default)]
+    pub routes: Vec<String>,
     pub instances: Vec<InstanceStatus>,
 }
 
@@ -123,7 +130,7 @@ impl Status {
             .iter()
             .map(|o| {
                 let latest = o.tunnels().max_by_key(|t| t.id);
-                let sum = |f: fn(&TunnelView) -> u64| o.tunnels().map(f).sum();
+                let sum = |f: fn(&TunnelView) -> u64| o.tunnels().map(f).sum::<u64>();
                 OriginStatus {
                     name: o.name.clone(),
                     tunnel_id: latest.map_or(0, |t| t.id),
@@ -131,9 +138,20 @@ impl Status {
                     connected_since: latest.map(|t| rfc3339(t.connected_since)).unwrap_or_default(),
                     connected_secs: latest.map_or(0, |t| t.connected_secs),
                     open_streams: sum(|t| t.open_streams),
-                    requests: sum(|t| t.requests),
-                    bytes_to_origin: sum(|t| t.bytes_to_origin),
-                    bytes_from_origin: sum(|t| t.bytes_from_origin),
+                    requests: o.retired.requests + sum(|t| t.requests),
+                    bytes_to_origin: o.retired.bytes_to_origin + sum(|t| t.bytes_to_origin),
+                    bytes_from_origin: o.retired.bytes_from_origin + sum(|t| t.bytes_from_origin),
+                    tunnels_connected: o.retired.tunnels,
+                    routes: table
+                        .routes
+                        .iter()
+                        .filter(|r| match &r.target {
+                            Target::Origin { origin: OriginRef::Named(n), .. } => n == &o.name,
+                            Target::Origin { origin: OriginRef::MostRecent, .. } => true,
+                            _ => false,
+                        })
+                        .map(|r| r.name.clone())
+                        .collect(),
                     instances: o
                         .instances
                         .iter()
@@ -165,8 +183,8 @@ impl Status {
 
 fn describe(target: &Target) -> String {
     match target {
-        Target::Origin(OriginRef::Named(n)) => format!("origin {n}"),
-        Target::Origin(OriginRef::MostRecent) => "the most recently connected origin".into(),
+        Target::Origin { origin: OriginRef::Named(n), .. } => format!("origin {n}"),
+        Target::Origin { origin: OriginRef::MostRecent, .. } => "the most recently connected origin".into(),
         Target::Url { text, .. } => format!("url {text}"),
         Target::Handler(Handler::Status) => "handler status".into(),
         Target::Handler(Handler::Health) => "handler health".into(),
@@ -319,6 +337,8 @@ mod tests {
                 requests: 20,
                 bytes_to_origin: 200,
                 bytes_from_origin: 6 * 1024 * 1024,
+                tunnels_connected: 3,
+                routes: vec!["default".into()],
                 instances: vec![
                     InstanceStatus { instance: "aaaa".into(), tunnels: vec![tunnel(1)] },
                     InstanceStatus { instance: "<b>".into(), tunnels: vec![tunnel(2)] },

@@ -256,3 +256,47 @@ async fn requests_past_an_origins_waiting_bound_get_503_at_once() {
     }
     p.shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_origin_totals_survive_reconnects() {
+    let p = start_proxy().await;
+    let dir = labelled_dir("a\n");
+    let first = start_origin(origin_settings(&p, "media", p.token.clone(), files(dir.path())));
+    connected(&p, "media").await;
+    for _ in 0..3 {
+        assert_eq!(get(p.front, "/who.txt").await.0, StatusCode::OK);
+    }
+    first.abort();
+    wait_for("the tunnel to go", || p.proxy.origins.tunnels_of("media").is_empty()).await;
+    let _second = start_origin(origin_settings(&p, "media", p.token.clone(), files(dir.path())));
+    connected(&p, "media").await;
+    assert_eq!(get(p.front, "/who.txt").await.0, StatusCode::OK);
+    let status = proxy::admin::status(&p.proxy);
+    let media = &status.origins[0];
+    assert_eq!(media.requests, 4, "three before the reconnect, one after");
+    assert_eq!(media.bytes_from_origin, 4 * 2);
+    assert_eq!(media.tunnels_connected, 2);
+    assert_eq!(media.routes, vec![status.routes[0].name.clone()], "the default route points at it");
+    p.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_names_an_origins_service_and_clients_cannot() {
+    let config = "[[route]]\npath = \"/other\"\norigin = \"media\"\nservice = \"other\"\n\n\
+                  [[route]]\norigin = \"media\"\nservice = \"default\"\n";
+    let p = start_proxy_config(config).await;
+    let dir = labelled_dir("a\n");
+    start_origin(origin_settings(&p, "media", p.token.clone(), files(dir.path())));
+    connected(&p, "media").await;
+    let (s, _, body) = get(p.front, "/who.txt").await;
+    assert_eq!((s, body_of(&body).as_str()), (StatusCode::OK, "a\n"), "the default service");
+    let (s, _, body) = get(p.front, "/other/who.txt").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert!(body_of(&body).contains("no service \"other\""), "{body:?}");
+    // A front-end client cannot pick a service by sending the header itself.
+    let mut sender = h1(p.front).await;
+    let req =
+        Request::get("/who.txt").header("host", "x").header("revmux-service", "other").body(Full::default()).unwrap();
+    assert_eq!(sender.send_request(req).await.unwrap().status(), StatusCode::OK);
+    p.shutdown.cancel();
+}
