@@ -18,6 +18,11 @@ pub const ORIGIN_NAME_HEADER: &str = "revmux-origin";
 /// Header carrying the origin process's random instance id: several processes with one name
 /// form a pool, and a reconnect of the same process replaces its own tunnel only.
 pub const INSTANCE_HEADER: &str = "revmux-instance";
+/// Header on a tunnel stream naming which of the origin's services a route chose. The proxy
+/// sets it (and removes any a front-end client sent); absent means the origin's default one.
+pub const SERVICE_HEADER: &str = "revmux-service";
+/// The name of an origin's one service today (its `--root` or `--upstream`).
+pub const DEFAULT_SERVICE: &str = "default";
 /// Longest instance id accepted.
 pub const MAX_INSTANCE_LEN: usize = 64;
 /// Longest origin name accepted (a DNS label's limit, so a name can become a host name later).

@@ -26,12 +26,31 @@ pub const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 
 impl App {
     /// Answer one stream from the tunnel.
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<BoxBody> {
+    pub async fn handle(&self, mut req: Request<Incoming>) -> Response<BoxBody> {
+        // A route may name one of this origin's services; today it has one, the default.
+        if let Some(service) = req.headers_mut().remove(common::protocol::SERVICE_HEADER) {
+            if service.as_bytes() != common::protocol::DEFAULT_SERVICE.as_bytes() {
+                let name = String::from_utf8_lossy(service.as_bytes()).into_owned();
+                return no_such_service(&name);
+            }
+        }
         match self {
             App::Files(files) => files.handle(req).await,
             App::Upstream(upstream) => upstream.handle(req).await,
         }
     }
+}
+
+/// 404 for a route that names a service this origin does not have.
+fn no_such_service(name: &str) -> Response<BoxBody> {
+    let text = format!(
+        "404 not found: this origin has no service {name:?}; it has one, {:?} (its --root or --upstream)\n",
+        common::protocol::DEFAULT_SERVICE
+    );
+    let mut resp = Response::new(common::body::full(text));
+    *resp.status_mut() = http::StatusCode::NOT_FOUND;
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
 }
 
 /// Keep a tunnel to the proxy open until `shutdown`: dial, serve, and on any failure wait a

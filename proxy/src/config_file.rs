@@ -57,6 +57,7 @@ struct RawRoute {
     host: Option<Spanned<String>>,
     path: Option<Spanned<String>>,
     origin: Option<Spanned<String>>,
+    service: Option<Spanned<String>>,
     url: Option<Spanned<String>>,
     handler: Option<Spanned<String>>,
     redirect: Option<Spanned<String>>,
@@ -181,13 +182,23 @@ fn route(
         Some(p) => p.get_ref().clone(),
         None => "/".to_owned(),
     };
+    if r.service.is_some() && r.origin.is_none() {
+        return Err(at(span, key, "service names a service of an origin: give origin too".into()));
+    }
     let targets = [r.origin.is_some(), r.url.is_some(), r.handler.is_some(), r.redirect.is_some(), r.respond.is_some()];
     if targets.iter().filter(|t| **t).count() != 1 {
         return Err(at(span, key, "give exactly one target: origin, url, handler, redirect or respond".into()));
     }
     let target = if let Some(o) = &r.origin {
         protocol::validate_origin_name(o.get_ref()).map_err(|m| at(o.span(), &k("origin"), m))?;
-        Target::Origin(OriginRef::Named(o.get_ref().clone()))
+        let service = match &r.service {
+            Some(s) => {
+                protocol::validate_origin_name(s.get_ref()).map_err(|m| at(s.span(), &k("service"), m))?;
+                Some(s.get_ref().clone())
+            }
+            None => None,
+        };
+        Target::Origin { origin: OriginRef::Named(o.get_ref().clone()), service }
     } else if let Some(u) = &r.url {
         let (authority, base) = parse_url(u.get_ref()).map_err(|m| at(u.span(), &k("url"), m))?;
         Target::Url { authority, base, text: u.get_ref().clone() }
@@ -402,13 +413,17 @@ respond = {{ status = 404, body = "nothing here\n" }}
         assert_eq!(e.line, 1, "{e}");
         let e = compile_str("[[route]]\norigin = \"m\"\nbasic_auth = [\"bob:plain\"]\n").expect_err("hash");
         assert_eq!(e.key, "route[1].basic_auth");
+        let e = compile_str("[[route]]\nurl = \"http://x:1\"\nservice = \"a\"\n").expect_err("service alone");
+        assert_eq!((e.line, e.key.as_str()), (1, "route[1]"), "{e}");
+        let e = compile_str("[[route]]\norigin = \"m\"\nservice = \"Bad Name\"\n").expect_err("service name");
+        assert_eq!((e.line, e.key.as_str()), (3, "route[1].service"), "{e}");
     }
 
     #[test]
     fn no_routes_keeps_the_zero_config_route() {
         let c = compile_str("trusted_proxies = [\"127.0.0.1\"]\n").expect("compiles");
         assert_eq!(c.table.routes.len(), 1);
-        assert!(matches!(c.table.routes[0].target, Target::Origin(OriginRef::MostRecent)));
+        assert!(matches!(c.table.routes[0].target, Target::Origin { origin: OriginRef::MostRecent, .. }));
         assert_eq!(c.table.trusted_proxies.len(), 1);
     }
 }

@@ -14,6 +14,7 @@ use crate::stall::ConnActivity;
 use crate::state::Proxy;
 use crate::{admin, policy, status};
 use common::body::{self, BoxBody};
+use common::protocol;
 use common::ratelimit::truncate_for_log;
 use common::tuning;
 use http::header::{self, HeaderValue};
@@ -222,9 +223,11 @@ async fn answer(
     let trusted = policy::is_trusted(conn.peer.ip(), &table.trusted_proxies);
     route.policy.admit(client, &parts.headers).await?;
     let timeout = route.policy.timeout.unwrap_or(proxy.limits.response_timeout);
-    let origin = match &route.target {
-        Target::Origin(OriginRef::Named(name)) => name.clone(),
-        Target::Origin(OriginRef::MostRecent) => proxy.origins.most_recent().ok_or(Error::NoOrigin)?,
+    let (origin, service) = match &route.target {
+        Target::Origin { origin: OriginRef::Named(name), service } => (name.clone(), service),
+        Target::Origin { origin: OriginRef::MostRecent, service } => {
+            (proxy.origins.most_recent().ok_or(Error::NoOrigin)?, service)
+        }
         Target::Url { authority, base, text } => {
             let req = rewritten(&route.policy, parts, incoming, conn, &public, trusted)?;
             let resp = forward::to_url(proxy, req, conn, (authority, base, text), timeout, activity).await?;
@@ -253,7 +256,10 @@ async fn answer(
             return Ok((resp, route));
         }
     };
-    let req = rewritten(&route.policy, parts, incoming, conn, &public, trusted)?;
+    let mut req = rewritten(&route.policy, parts, incoming, conn, &public, trusted)?;
+    if let Some(value) = service.as_deref().and_then(|s| HeaderValue::from_str(s).ok()) {
+        req.headers_mut().insert(protocol::SERVICE_HEADER, value);
+    }
     let resp = forward::to_origin(proxy, req, conn, &origin, timeout, activity).await?;
     Ok((resp, route))
 }
@@ -268,6 +274,8 @@ fn rewritten(
     peer_trusted: bool,
 ) -> Result<Request<ToOrigin>, Error> {
     let mut target = public.clone();
+    // Only a route chooses an origin's service, never the front-end client.
+    parts.headers.remove(protocol::SERVICE_HEADER);
     policy.rewrite(&mut parts, &mut target);
     forward::prepare(&mut parts, conn, public, target, peer_trusted)?;
     Ok(Request::from_parts(parts, ToOrigin::new(incoming)))

@@ -12,8 +12,10 @@ use std::sync::Arc;
 /// What answers the requests of a route.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// The tunnels of an origin (any instance of it); never another origin's.
-    Origin(OriginRef),
+    /// The tunnels of an origin (any instance of it); never another origin's. `service`
+    /// names one of the origin's services (sent to it in `revmux-service`); `None` is its
+    /// default one.
+    Origin { origin: OriginRef, service: Option<String> },
     /// A plain `http://` service reached from the proxy itself; `base` is prefixed to the path.
     Url { authority: http::uri::Authority, base: String, text: String },
     /// Something the proxy answers itself.
@@ -131,7 +133,7 @@ impl Table {
                 name: "default route".into(),
                 host: HostMatch::Any,
                 path: "/".into(),
-                target: Target::Origin(OriginRef::MostRecent),
+                target: Target::Origin { origin: OriginRef::MostRecent, service: None },
                 policy: Policy::default(),
             })],
             trusted_proxies: Vec::new(),
@@ -154,7 +156,7 @@ mod tests {
             name: origin.into(),
             host: HostMatch::parse(host).expect("host"),
             path: path.into(),
-            target: Target::Origin(OriginRef::Named(origin.into())),
+            target: Target::Origin { origin: OriginRef::Named(origin.into()), service: None },
             policy: Policy::default(),
         })
     }
