@@ -158,7 +158,8 @@ pub const MAX_WAITING_PER_ORIGIN: usize = MAX_CONCURRENT_STREAMS as usize;
 /// How often the proxy looks at its config file's modification time (reload on change).
 pub const CONFIG_POLL: Duration = Duration::from_secs(1);
 
-/// How long a request may wait for one of its client's stream slots before 503.
+/// How long a request may wait for one of its client's stream slots before 503
+/// (`--client-queue-timeout`).
 pub const CLIENT_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long shutdown waits for in-flight requests before closing anyway.

@@ -3,7 +3,8 @@
 # file and refuses a broken one with exit 64 and file:line: key. The URL space is split over
 # two origins (host wildcard and path prefix), an outside service (the python upstream) and a
 # password-protected prefix (curl with and without -u); no route → 404, a route whose origin
-# is not connected → 502 naming it, an upgrade → 501. A token that does not admit the name →
+# is not connected → 502 naming it, an upgrade → 501, a route's timeout → 504, a client past
+# its requests in flight → 503. A token that does not admit the name →
 # 403 at the tunnel. SIGHUP adds a route and revokes a token (its origin's tunnel closes);
 # a bad file then changes nothing.
 # shellcheck source=lib.sh
@@ -48,6 +49,12 @@ origin = "alpha"
 basic_auth = ["tom:$hash"]
 
 [[route]]
+path = "/slow"
+strip_prefix = true
+url = "http://127.0.0.1:$UPSTREAM_PORT"
+timeout = "1s"
+
+[[route]]
 path = "/gone"
 origin = "nobody"
 $1
@@ -69,7 +76,9 @@ printf '[[route]]\norigin = "alpha"\nallow = ["10.0.0.0/33"]\n' >"$T/broken.toml
 check_eq "p check-config on a broken file: exit 64" 64 "$?"
 check_file_contains "the error names file, line and key" "$T/broken.out" "broken.toml:3: route[1].allow:"
 
-start_p p-routes "$certs" "$fp" "$tp" "$ap" --config "$conf" || fail "p with --config starts"
+# One request in flight per client address, and a short wait for it: the 503 check below.
+start_p p-routes "$certs" "$fp" "$tp" "$ap" --config "$conf" --max-streams-per-client 1 --client-queue-timeout 1s ||
+  fail "p with --config starts"
 start_c c-alpha "$certs" "$tp" alpha --root "$T/alpha" --token-file "$T/tokens/alpha"
 start_c c-beta "$certs" "$tp" beta --root "$T/beta" --token-file "$T/tokens/beta"
 start_c c-thief "$certs" "$tp" beta --root "$T/alpha" --token-file "$T/tokens/alpha"
@@ -119,6 +128,24 @@ else
   fail "the revoked origin's tunnel is closed within 10 s"
 fi
 check_eq "alpha keeps serving through the reload" alpha "$(cx -H 'Host: alpha.test' "$front/who.txt")"
+
+# A route's timeout: the service takes 5 s, the route allows 1 s.
+started=$(now_ms)
+req slow "$front/slow/delay?s=5" --max-time 10
+check_eq "a route's timeout → 504 from p" 504 "$R_STATUS"
+check_true "the 504 comes after the route's 1 s, not the service's 5 s" "under 3 s" "$(($(now_ms) - started)) ms" \
+  [ $(($(now_ms) - started)) -lt 3000 ]
+# A client with its one request in flight: another waits 1 s, then 503 with Retry-After.
+cx --max-time 10 -o /dev/null "$front/api/delay?s=6" &
+holder=$!
+_busy() { [ "$(http_code "$front/who.txt" -H 'Host: alpha.test' --max-time 3)" = 503 ]; }
+if wait_until 5 _busy; then
+  pass "a client past its requests in flight gets 503"
+else
+  fail "a client past its requests in flight gets 503 within 5 s" 503 "$(http_code "$front/who.txt" -H 'Host: alpha.test')"
+fi
+check_match "the 503 says when to retry" "[Rr]etry-[Aa]fter: 1" "$(cx -s -D - -o /dev/null -H 'Host: alpha.test' "$front/who.txt")"
+wait "$holder" 2>/dev/null
 
 printf '[[route]]\nhost = "bad host"\norigin = "alpha"\n' >"$conf"
 stop_sig

@@ -104,9 +104,13 @@ pub struct Cli {
     pub max_connections_per_client: usize,
 
     /// Requests one client address may have in flight at once; more wait for one of its own
-    /// to finish (503 after 30 s).
+    /// to finish (503 after --client-queue-timeout).
     #[arg(long, env = "REVMUX_MAX_STREAMS_PER_CLIENT", value_name = "N", default_value_t = tuning::MAX_STREAMS_PER_CLIENT, value_parser = at_least_one)]
     pub max_streams_per_client: usize,
+
+    /// How long a request may wait for one of its client's stream slots before 503.
+    #[arg(long, env = "REVMUX_CLIENT_QUEUE_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = duration)]
+    pub client_queue_timeout: Duration,
 
     /// Requests that may wait for a stream of one origin beyond what its tunnels carry at
     /// once (1,024 streams per tunnel); more get 503 with Retry-After at once.
@@ -283,6 +287,7 @@ pub fn resolve(cli: &Cli) -> Result<Settings, LoadError> {
         response_timeout: cli.response_timeout,
         max_connections_per_client: cli.max_connections_per_client,
         max_streams_per_client: cli.max_streams_per_client,
+        client_queue_timeout: cli.client_queue_timeout,
         max_waiting_per_origin: cli.max_waiting_per_origin,
         tunnel_streams: tuning::MAX_CONCURRENT_STREAMS as usize,
     };

@@ -146,7 +146,7 @@ async fn client_slot(proxy: &Proxy, conn: &FrontendConn) -> Result<StreamPermit,
     proxy.stalls.evict_longest_stalled_of(client);
     proxy
         .slots
-        .acquire(client, tuning::CLIENT_QUEUE_TIMEOUT)
+        .acquire(client, proxy.limits.client_queue_timeout)
         .await
         .ok_or(Error::ClientBusy(proxy.limits.max_streams_per_client))
 }

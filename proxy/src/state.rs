@@ -22,6 +22,8 @@ pub struct Limits {
     pub response_timeout: Duration,
     pub max_connections_per_client: usize,
     pub max_streams_per_client: usize,
+    /// How long a request waits for one of its client's stream slots before `503`.
+    pub client_queue_timeout: Duration,
     /// Requests that may wait for a stream of one origin beyond what its tunnels carry at
     /// once; past it, `503` with `Retry-After`.
     pub max_waiting_per_origin: usize,
@@ -38,6 +40,7 @@ impl Default for Limits {
             response_timeout: tuning::RESPONSE_TIMEOUT,
             max_connections_per_client: tuning::MAX_CONNECTIONS_PER_CLIENT,
             max_streams_per_client: tuning::MAX_STREAMS_PER_CLIENT,
+            client_queue_timeout: tuning::CLIENT_QUEUE_TIMEOUT,
             max_waiting_per_origin: tuning::MAX_WAITING_PER_ORIGIN,
             tunnel_streams: tuning::MAX_CONCURRENT_STREAMS as usize,
         }
