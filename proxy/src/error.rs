@@ -14,7 +14,9 @@ pub enum Side {
     Client,
     /// The proxy's own configuration or limits decided.
     Proxy,
-    /// The origin (its tunnel, or a `url` target) failed or was not there.
+    /// The tunnel to the origin closed or broke under the request.
+    Tunnel,
+    /// The origin (or a `url` target) failed, was too slow, or was not there.
     Origin,
 }
 
@@ -75,11 +77,14 @@ impl Error {
             Error::NoRoute { .. } | Error::Forbidden(_) | Error::Unauthorized { .. } | Error::OriginBusy { .. } => {
                 Side::Proxy
             }
+            Error::TunnelsClosed(_) => Side::Tunnel,
+            // hyper reports the connection itself closing as "closed" or "canceled"; a stream
+            // the origin refused or reset is the origin's doing.
+            Error::Origin { source, .. } if source.is_closed() || source.is_canceled() => Side::Tunnel,
             Error::NoOrigin
             | Error::OriginDown(_)
             | Error::Origin { .. }
             | Error::Url { .. }
-            | Error::TunnelsClosed(_)
             | Error::ResponseTimeout { .. } => Side::Origin,
         }
     }
@@ -154,6 +159,9 @@ mod tests {
         let busy = Error::OriginBusy { origin: "media".into(), waiting: 3 };
         assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(busy.side(), Side::Proxy);
+        assert_eq!(Error::TunnelsClosed("media".into()).side(), Side::Tunnel);
+        assert_eq!(Error::OriginDown("media".into()).side(), Side::Origin);
+        assert_eq!(Error::BadHost("x".into()).side(), Side::Client);
         assert!(busy.retry_safe());
         let resp = busy.into_response();
         assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
