@@ -49,6 +49,7 @@ struct RawOrigin {
     name: Spanned<String>,
     token: Option<Spanned<String>>,
     token_file: Option<Spanned<String>>,
+    max_waiting: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,6 +125,7 @@ pub fn compile(file: &str, text: &str, base: &Path, default_token: &Secret) -> R
     }
 
     let mut entries = Vec::new();
+    let mut max_waiting = std::collections::HashMap::new();
     for (i, o) in raw.origin.iter().enumerate() {
         let o = o.get_ref();
         let key = format!("origin[{}]", i + 1);
@@ -146,6 +148,15 @@ pub fn compile(file: &str, text: &str, base: &Path, default_token: &Secret) -> R
                 .map_err(|m| at(f.span(), &format!("{key}.token_file"), m.to_string()))?,
             (None, None) => default_token.clone(),
         };
+        if let Some(m) = &o.max_waiting {
+            let n = usize::try_from(*m.get_ref()).ok().filter(|n| *n >= 1).ok_or_else(|| {
+                at(m.span(), &format!("{key}.max_waiting"), "must be a whole number of at least 1".into())
+            })?;
+            if name == "*" {
+                return Err(at(m.span(), &format!("{key}.max_waiting"), "give it for a named origin".into()));
+            }
+            max_waiting.insert(name.clone(), n);
+        }
         entries.push((token, names));
     }
     let credentials =
@@ -159,6 +170,7 @@ pub fn compile(file: &str, text: &str, base: &Path, default_token: &Secret) -> R
     }
     let mut table = if routes.is_empty() { Table::zero_config() } else { Table { routes, ..Table::zero_config() } };
     table.trusted_proxies = trusted;
+    table.max_waiting = max_waiting;
     table.source = file.to_owned();
     Ok(Compiled { table, credentials })
 }
@@ -413,6 +425,10 @@ respond = {{ status = 404, body = "nothing here\n" }}
         assert_eq!(e.line, 1, "{e}");
         let e = compile_str("[[route]]\norigin = \"m\"\nbasic_auth = [\"bob:plain\"]\n").expect_err("hash");
         assert_eq!(e.key, "route[1].basic_auth");
+        let e = compile_str("[[origin]]\nname = \"m\"\nmax_waiting = 0\n").expect_err("max_waiting");
+        assert_eq!((e.line, e.key.as_str()), (3, "origin[1].max_waiting"), "{e}");
+        let c = compile_str("[[origin]]\nname = \"m\"\nmax_waiting = 5\n").expect("compiles");
+        assert_eq!(c.table.max_waiting.get("m"), Some(&5));
         let e = compile_str("[[route]]\nurl = \"http://x:1\"\nservice = \"a\"\n").expect_err("service alone");
         assert_eq!((e.line, e.key.as_str()), (1, "route[1]"), "{e}");
         let e = compile_str("[[route]]\norigin = \"m\"\nservice = \"Bad Name\"\n").expect_err("service name");

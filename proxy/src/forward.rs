@@ -162,7 +162,7 @@ pub async fn to_origin(
     proxy: &Proxy,
     mut req: Request<ToOrigin>,
     conn: &FrontendConn,
-    origin: &str,
+    (origin, max_waiting): (&str, usize),
     timeout: Duration,
     activity: Arc<ConnActivity>,
 ) -> Result<Response<BoxBody>, Error> {
@@ -173,7 +173,7 @@ pub async fn to_origin(
     }
     let open: usize = pool.iter().map(|t| t.stats.open_streams.load(Ordering::Relaxed) as usize).sum();
     let waiting = open.saturating_sub(pool.len() * proxy.limits.tunnel_streams);
-    if waiting >= proxy.limits.max_waiting_per_origin {
+    if waiting >= max_waiting {
         return Err(Error::OriginBusy { origin: origin.to_owned(), waiting });
     }
     let slot = client_slot(proxy, conn).await?;

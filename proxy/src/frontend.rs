@@ -260,7 +260,8 @@ async fn answer(
     if let Some(value) = service.as_deref().and_then(|s| HeaderValue::from_str(s).ok()) {
         req.headers_mut().insert(protocol::SERVICE_HEADER, value);
     }
-    let resp = forward::to_origin(proxy, req, conn, &origin, timeout, activity).await?;
+    let max_waiting = table.max_waiting.get(&origin).copied().unwrap_or(proxy.limits.max_waiting_per_origin);
+    let resp = forward::to_origin(proxy, req, conn, (&origin, max_waiting), timeout, activity).await?;
     Ok((resp, route))
 }
 

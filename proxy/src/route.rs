@@ -123,6 +123,9 @@ pub struct Table {
     pub trusted_proxies: Vec<IpNet>,
     /// Where the table came from, for the status page and logs.
     pub source: String,
+    /// Origins whose bound on requests waiting for a stream differs from
+    /// `--max-waiting-per-origin` (`max_waiting` of an `[[origin]]`).
+    pub max_waiting: std::collections::HashMap<String, usize>,
 }
 
 impl Table {
@@ -138,6 +141,7 @@ impl Table {
             })],
             trusted_proxies: Vec::new(),
             source: "built-in (no --config)".into(),
+            max_waiting: Default::default(),
         }
     }
 
@@ -172,6 +176,7 @@ mod tests {
             ],
             trusted_proxies: vec![],
             source: "test".into(),
+            max_waiting: Default::default(),
         };
         let pick = |h: &str, p: &str| table.lookup(h, p).map(|(i, r)| (i, r.name.clone()));
         assert_eq!(pick("media.example.com", "/api/x"), Some((0, "api".into())));
