@@ -80,7 +80,9 @@ async fn a_zero_window_client_cannot_stall_anybody_else() {
         let started = Instant::now();
         let (status, _, body) = tokio::time::timeout(Duration::from_secs(5), get(p.front, "/small.txt")).await.unwrap();
         assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello through the tunnel\n"[..]));
-        assert!(started.elapsed() < Duration::from_secs(1), "small GET took {:?}", started.elapsed());
+        // The release binaries are held to 1 s by abuse case 04; this is a debug build on a
+        // machine that also runs the attacker, so it gets twice that.
+        assert!(started.elapsed() < Duration::from_secs(2), "small GET took {:?}", started.elapsed());
     }
     let (status, _, body) = tokio::time::timeout(Duration::from_secs(20), get(p.front, "/big.bin")).await.unwrap();
     assert_eq!(status, StatusCode::OK);
@@ -161,19 +163,7 @@ async fn bad_hosts_and_upgrades_get_a_clear_status() {
 async fn an_origin_that_never_answers_gets_504_after_the_response_timeout() {
     let limits = proxy::Limits { response_timeout: Duration::from_millis(500), ..Default::default() };
     let p = start_proxy_with(limits).await;
-    // A local service that accepts and never answers.
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = silent.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((tcp, _)) = silent.accept().await {
-            held.push(tcp);
-        }
-    });
-    let app =
-        origin::config::App::Upstream(Box::new(origin::upstream::Upstream::new(&format!("http://{addr}")).unwrap()));
-    start_origin(origin_settings(&p, "app", p.token.clone(), app));
-    connected(&p, "app").await;
+    silent_upstream_origin(&p, "app").await;
     let started = Instant::now();
     let (status, _, body) = get(p.front, "/").await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);

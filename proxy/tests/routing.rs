@@ -224,18 +224,7 @@ async fn requests_past_an_origins_waiting_bound_get_503_at_once() {
     // One stream per tunnel and one more may wait: the third request is refused.
     let limits = proxy::Limits { tunnel_streams: 1, max_waiting_per_origin: 1, ..Default::default() };
     let p = start_proxy_full(limits, None).await;
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = silent.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((tcp, _)) = silent.accept().await {
-            held.push(tcp);
-        }
-    });
-    let app =
-        origin::config::App::Upstream(Box::new(origin::upstream::Upstream::new(&format!("http://{addr}")).unwrap()));
-    start_origin(origin_settings(&p, "app", p.token.clone(), app));
-    connected(&p, "app").await;
+    silent_upstream_origin(&p, "app").await;
     let mut held = Vec::new();
     for _ in 0..2 {
         let front = p.front;

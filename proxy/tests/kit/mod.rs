@@ -216,3 +216,19 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     let _ = tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut answer)).await;
     String::from_utf8_lossy(&answer).into_owned()
 }
+
+/// A local service that accepts connections and never answers, and an origin `name` that
+/// forwards to it (`--upstream`), connected to `p`.
+pub async fn silent_upstream_origin(p: &TestProxy, name: &str) {
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((tcp, _)) = silent.accept().await {
+            held.push(tcp);
+        }
+    });
+    let app = App::Upstream(Box::new(origin::upstream::Upstream::new(&format!("http://{addr}")).unwrap()));
+    start_origin(origin_settings(p, name, p.token.clone(), app));
+    connected(p, name).await;
+}
