@@ -23,3 +23,16 @@ pub mod tuning;
 pub mod tunnel;
 
 pub use secret::Secret;
+
+/// The version both `--version`s print: the crate version, then the commit and its date when
+/// built from a git checkout, e.g. "0.1.0 (abc1234 2026-11-22)" (see `common/build.rs`).
+pub const VERSION: &str = env!("REVMUX_VERSION");
+
+#[cfg(test)]
+mod version_tests {
+    #[test]
+    fn version_starts_with_the_crate_version() {
+        assert!(super::VERSION.starts_with(concat!(env!("CARGO_PKG_VERSION"), " (")), "{}", super::VERSION);
+        assert!(super::VERSION.ends_with(')'), "{}", super::VERSION);
+    }
+}

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(
     name = "c",
-    version,
+    version = common::VERSION,
     about = "revmux origin: makes this machine's files or a local app reachable through a revmux proxy",
     long_about = "revmux origin: makes this machine's files or a local app reachable through a revmux proxy.\n\n\
         It dials OUT to the proxy's tunnel port over TLS (so it works behind NAT and firewalls), \

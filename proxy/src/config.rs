@@ -15,7 +15,7 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(
     name = "p",
-    version,
+    version = common::VERSION,
     about = "revmux proxy: the public side of a reverse tunnel",
     long_about = "revmux proxy: the public side of a reverse tunnel.\n\n\
         Origins (`c`) dial in on the tunnel port over TLS; front-end clients (browsers, media \
