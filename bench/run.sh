@@ -1,22 +1,38 @@
 #!/usr/bin/env bash
-# revmux benchmark: the tunnel (front end -> p -> TLS/HTTP/2 tunnel -> c -> files) against
-# nginx serving the same files directly on loopback (the physical limit of this machine).
+# revmux benchmark: revmux and the tunnels people use instead, side by side in one run and
+# with the same load, against nginx serving the same files directly on loopback (the limit).
 #
-#   ./bench/run.sh                 (or `make bench`, which builds first)
-#   BENCH_SECS=30 ./bench/run.sh   longer measurements (default 10 s each)
-#   BENCH_THREADS=0 ./bench/run.sh  p and c with their default worker count (one per core);
-#                                   the default here is 1 each: p, c and the load generator
-#                                   share this machine's cores
-#   P_BIN=... C_BIN=...            other binaries than ./bin/p and ./bin/c
+#   ./bench/run.sh                  (or `make bench`, which builds first)
+#   BENCH_SECS=30 ./bench/run.sh    longer wrk measurements (default 10 s each)
+#   BENCH_ROUNDS=5 ./bench/run.sh   rounds (default 3): every cell is the median of the rounds,
+#                                   shown with the spread (min-max); ratios are to direct in
+#                                   the same round
+#   BENCH_THREADS=1 ./bench/run.sh  p and c with one worker each (default 0: their default,
+#                                   one per core, as a user runs them)
+#   BENCH_PEERS=0 ./bench/run.sh    leave out bore and rathole (no cargo install)
+#   P_BIN=... C_BIN=...             other binaries than ./bin/p and ./bin/c
 #
-# Tests, each against direct nginx and through p+c, in the same run:
-#   1 KiB and 64 KiB GETs with wrk (HTTP/1.1), 1 KiB GETs with h2load (h2c prior knowledge),
-#   256 MiB downloads with curl (median of 3); peak RSS of p and c; server CPU-seconds per GiB.
-# Prints a table of direct / tunnel / ratio and the targets, and writes it as Markdown to
-# bench/.work/results.md (raw tool outputs and daemon logs stay in bench/.work/).
+# Paths, each measured with the same load in every round:
+#   direct            nginx serving bench/.work/files (the limit)
+#   nginx hop         a second nginx: proxy_pass to direct with a keepalive upstream
+#   bore              bore server + bore local, in front of direct (plain TCP tunnel)
+#   rathole           rathole server + client, TCP transport, in front of direct
+#   rathole (TLS)     the same over rathole's TLS transport
+#   revmux --root     p + c, c serving the files itself
+#   revmux --upstream p + c, c forwarding to direct
+# bore and rathole are installed from crates.io with `cargo install --locked --root
+# bench/.work/tools` when missing there; a peer that does not build or start is reported as
+# such in the table and the run goes on.
 #
-# Exit status: 0 when everything ran, whether or not the targets were met; 1 when something
-# broke (a daemon failed to start or died, a tool failed, errors or non-2xx responses, bad bytes).
+# Rows: 1 KiB GETs at 64 connections (wrk -t2 -c64) and on one connection (wrk -t1 -c1),
+# 64 KiB GETs (wrk -t2 -c64), req/s with p50/p99; one 256 MiB download and 8 at once (curl,
+# MiB/s); server CPU-seconds per GiB over the downloads; peak RSS of both ends (VmHWM, reset
+# between the small-request and the download phase). Writes bench/.work/results.md; raw tool
+# outputs and daemon logs stay in bench/.work/.
+#
+# Exit status: 0 when everything ran, whatever the numbers; 1 when something broke in nginx or
+# revmux (a daemon failed to start or died, errors or non-2xx responses, bad bytes, a dropped
+# tunnel). A peer's failures are reported in the table and results.md but do not fail the run.
 # shellcheck disable=SC2317 # functions run from traps and through wait_until look unreachable
 set -euo pipefail
 # Character-wise string lengths for the table (≥, ×), when the locale exists.
@@ -32,23 +48,19 @@ RUNDIR=$WORK/run
 NGX=$WORK/nginx
 CERTS=$WORK/certs
 BIN=$WORK/bin
+TOOLS=$WORK/tools
 RESULTS_MD=$WORK/results.md
 
 SECS=${BENCH_SECS:-10}
-THREADS=${BENCH_THREADS:-1}
+THREADS=${BENCH_THREADS:-0}
 WARM=${BENCH_WARMUP_SECS:-2}
-DL_RUNS=3
-WRK_ARGS=(-t2 -c64)
-H2_ARGS=(-t2 -c16 -m8)
-H2_INFLIGHT=$((16 * 8))
-CMDLINE="BENCH_SECS=$SECS BENCH_THREADS=$THREADS${P_BIN:+ P_BIN=$P_BIN}${C_BIN:+ C_BIN=$C_BIN} $0${*:+ $*}"
+ROUNDS=${BENCH_ROUNDS:-3}
+PEERS=${BENCH_PEERS:-1}
+BORE_VERSION=${BORE_VERSION:-0.6.0}
+RATHOLE_VERSION=${RATHOLE_VERSION:-0.5.0}
+PARALLEL_DL=8
+CMDLINE="BENCH_SECS=$SECS BENCH_ROUNDS=$ROUNDS BENCH_THREADS=$THREADS BENCH_PEERS=$PEERS${P_BIN:+ P_BIN=$P_BIN}${C_BIN:+ C_BIN=$C_BIN} $0${*:+ $*}"
 [ -n "${MAKELEVEL:-}" ] && CMDLINE="make bench, which ran: $CMDLINE"
-
-# Targets: ratio tunnel/direct must be >= these; p+c peak RSS below RSS_TARGET_MIB.
-TARGET_1K=0.45
-TARGET_64K=0.30
-TARGET_DL=0.30
-RSS_TARGET_MIB=48
 
 F1K=1k.bin
 F64K=64k.bin
@@ -67,14 +79,18 @@ die() {
 case $SECS in '' | *[!0-9]* | 0) die "BENCH_SECS must be a positive integer (got '$SECS')" ;; esac
 case $THREADS in '' | *[!0-9]*) die "BENCH_THREADS must be a whole number (got '$THREADS')" ;; esac
 case $WARM in '' | *[!0-9]* | 0) die "BENCH_WARMUP_SECS must be a positive integer (got '$WARM')" ;; esac
+case $ROUNDS in '' | *[!0-9]* | 0) die "BENCH_ROUNDS must be a positive integer (got '$ROUNDS')" ;; esac
+case $PEERS in 0 | 1) ;; *) die "BENCH_PEERS must be 0 or 1 (got '$PEERS')" ;; esac
 
 # ---------------------------------------------------------------- processes and cleanup
 
 declare -A PID=()   # name -> pid (= process group id: every daemon runs in its own session)
 STARTED=()          # pids, in start order
 TMP_POLICY_RC=''    # a policy-rc.d we created for the duration of apt-get install
-ERRORS=()           # what broke (errors, non-2xx): fails the run after the report
+ERRORS=()           # what broke in nginx or revmux: fails the run after the report
+PEER_ERRORS=()      # what went wrong with bore or rathole: reported, never fails the run
 ERRORS_PRINTED=0
+DL_PIDS=()          # the parallel downloads' curls while they run
 
 stop_all() {
   local pid deadline
@@ -93,10 +109,11 @@ stop_all() {
 }
 
 on_exit() {
-  local rc=$?
+  local rc=$? pid
   trap - EXIT INT TERM
   set +e
   [ -n "$TOOL_PID" ] && kill -TERM "$TOOL_PID" 2>/dev/null && wait "$TOOL_PID" 2>/dev/null
+  for pid in "${DL_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
   [ -n "$TMP_POLICY_RC" ] && rm -f "$TMP_POLICY_RC"
   stop_all
   if [ "$rc" != 0 ] && [ "$ERRORS_PRINTED" = 0 ] && [ "${#ERRORS[@]}" -gt 0 ]; then
@@ -128,13 +145,15 @@ wait_until() {
 
 alive() {
   local st
+  [ -n "${1:-}" ] || return 1
   kill -0 "$1" 2>/dev/null || return 1
   st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
   st=${st##*) }
   [ "${st:0:1}" != Z ]
 }
 
-# start_bg NAME CMD...: run CMD in a session of its own, output to $LOGS/NAME.log.
+# start_bg NAME CMD...: run CMD in a session of its own, output to $LOGS/NAME.log; 1 when it
+# did not even start.
 start_bg() {
   local name=$1 pidf=$RUNDIR/$1.pid
   shift
@@ -142,7 +161,7 @@ start_bg() {
   # shellcheck disable=SC2016 # $$ $0 $@ belong to the inner bash
   setsid bash -c 'echo $$ >"$0.tmp" && mv "$0.tmp" "$0" && exec "$@"' "$pidf" "$@" \
     </dev/null >"$LOGS/$name.log" 2>&1 &
-  wait_until 5 test -s "$pidf" || die "$name did not start (log: $LOGS/$name.log)"
+  wait_until 5 test -s "$pidf" || return 1
   PID[$name]=$(<"$pidf")
   STARTED+=("${PID[$name]}")
 }
@@ -165,17 +184,6 @@ log_tail() {
   [ -f "$1" ] || return 0
   echo "---- last lines of $1" >&2
   tail -n 20 "$1" | sed 's/^/    /' >&2
-}
-
-# check_alive NAME...: every named daemon must still be running.
-check_alive() {
-  local n
-  for n in "$@"; do
-    if ! alive "${PID[$n]}"; then
-      log_tail "$LOGS/$n.log"
-      die "$n (pid ${PID[$n]}) is no longer running"
-    fi
-  done
 }
 
 # pgroup_pids PGID: pids of the live processes in that process group (nginx master + workers).
@@ -211,35 +219,22 @@ vm_hwm_kib() {
   done
   echo "$t"
 }
+# reset_hwm PID...: VmHWM back to the current RSS (clear_refs 5, Linux ≥ 4.0); 1 if refused.
+reset_hwm() {
+  local pid ok=0
+  for pid in "$@"; do
+    { echo 5 >"/proc/$pid/clear_refs"; } 2>/dev/null || ok=1
+  done
+  return "$ok"
+}
 
 CLK_TCK=$(getconf CLK_TCK)
 
-# snap VAR: CPU ticks of nginx, p, c and of the whole machine, and the wall clock.
-snap() {
-  local -n _s=$1
+# busy_ticks: CPU ticks of the whole machine, busy and all.
+machine_ticks() {
   local cpu user nice sys idle iow irq sirq steal _rest
   read -r cpu user nice sys idle iow irq sirq steal _rest </proc/stat
-  # shellcheck disable=SC2034 # _s is a nameref
-  _s=(
-    [ngx]=$(cpu_ticks "${NGX_PIDS[@]}")
-    [p]=$(cpu_ticks "${PID[p]}")
-    [c]=$(cpu_ticks "${PID[c]}")
-    [busy]=$((user + nice + sys + irq + sirq + steal))
-    [all]=$((user + nice + sys + idle + iow + irq + sirq + steal))
-    [ms]=$(now_ms)
-  )
-}
-
-# pct A B KEY: CPU of KEY between snapshots A and B, in % of one core.
-pct() {
-  local -n _a=$1 _b=$2
-  awk -v d=$((_b[$3] - _a[$3])) -v ms=$((_b[ms] - _a[ms])) -v hz="$CLK_TCK" \
-    'BEGIN { printf "%.0f", (ms > 0 ? 100 * d / hz / (ms / 1000) : 0) }'
-}
-machine_busy() {
-  local -n _a=$1 _b=$2
-  awk -v b=$((_b[busy] - _a[busy])) -v t=$((_b[all] - _a[all])) \
-    'BEGIN { printf "%.0f", (t > 0 ? 100 * b / t : 0) }'
+  echo "$((user + nice + sys + irq + sirq + steal)) $((user + nice + sys + idle + iow + irq + sirq + steal))"
 }
 
 # ---------------------------------------------------------------- tools
@@ -247,10 +242,10 @@ machine_busy() {
 install_missing() {
   local need=()
   command -v wrk >/dev/null || need+=(wrk)
-  command -v h2load >/dev/null || need+=(nghttp2-client)
   command -v curl >/dev/null || need+=(curl)
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
   command -v setsid >/dev/null || need+=(util-linux)
+  command -v openssl >/dev/null || need+=(openssl)
   [ "${#need[@]}" = 0 ] && return 0
   [ "$(id -u)" = 0 ] || die "missing tools (${need[*]}): install them (apt-get install ${need[*]}) or run as root"
   log "installing ${need[*]}"
@@ -271,8 +266,34 @@ install_missing() {
   fi
 }
 
-mkdir -p "$WORK" "$FILES" "$RAW" "$LOGS" "$RUNDIR" "$NGX/tmp" "$CERTS" "$BIN"
-rm -f "$RAW"/* "$LOGS"/*.log "$RUNDIR"/* "$RESULTS_MD"
+# install_peer CRATE VERSION BINARY: `cargo install` into bench/.work/tools when the binary is
+# not there yet (a cache across runs). PEER_WHY: empty on success, else why not (for the table).
+PEER_WHY=''
+install_peer() {
+  local crate=$1 version=$2 bin=$3 rc=0
+  PEER_WHY=''
+  [ -x "$TOOLS/bin/$bin" ] && return 0
+  command -v cargo >/dev/null || { PEER_WHY="not built: no cargo on PATH"; return 0; }
+  log "cargo install --locked --root bench/.work/tools $crate@$version (once; kept in bench/.work/tools; log: bench/.work/logs/install-$crate.log)"
+  run_tool "$LOGS/install-$crate.log" 1800 cargo install --locked --root "$TOOLS" --version "$version" "$crate" || rc=$?
+  # rathole 0.5.0's lockfile pins time 0.3.29, which no longer compiles with current rustc
+  # (E0282): then once more with the newest semver-compatible dependencies, and say so.
+  if [ "$rc" != 0 ] && grep -q '^error\[E' "$LOGS/install-$crate.log"; then
+    log "$crate@$version does not compile with its lockfile: again without --locked (log: bench/.work/logs/install-$crate-unlocked.log)"
+    rc=0
+    run_tool "$LOGS/install-$crate-unlocked.log" 1800 cargo install --root "$TOOLS" --version "$version" "$crate" || rc=$?
+    [ "$rc" = 0 ] && echo "$crate $version: built without --locked (its lockfile's dependencies do not compile with $(rustc --version 2>/dev/null || echo 'this rustc'))" \
+      >"$TOOLS/$crate.unlocked"
+  fi
+  if [ "$rc" != 0 ] || [ ! -x "$TOOLS/bin/$bin" ]; then
+    PEER_WHY="not built: cargo install $crate@$version failed (exit $rc): $(grep -m1 -E '^error' "$LOGS/install-$crate.log" | cut -c1-100)"
+    warn "${PEER_WHY}"
+  fi
+  return 0
+}
+
+mkdir -p "$WORK" "$FILES" "$RAW" "$LOGS" "$RUNDIR" "$NGX" "$CERTS" "$BIN" "$TOOLS"
+rm -rf "${RAW:?}"/* "${LOGS:?}"/*.log "${RUNDIR:?}"/* "$RESULTS_MD"
 install_missing
 NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
 
@@ -286,6 +307,48 @@ done
 rm -f "$BIN/p" "$BIN/c"
 cp "$P_BIN" "$BIN/p"
 cp "$C_BIN" "$BIN/c"
+
+# ---------------------------------------------------------------- paths
+
+# Every path: a label, a base URL, the daemons that are its ends (CPU, RSS), whether its CPU
+# includes the direct nginx as its origin, whether it is a third-party peer, and its status
+# ('' = measured; otherwise why not, shown in the table).
+PATHS=(direct hop bore rathole rathole-tls root upstream)
+declare -A LABEL=(
+  [direct]='nginx direct (the limit)' [hop]='nginx proxy hop' [bore]='bore'
+  [rathole]='rathole (TCP)' [rathole-tls]='rathole (TLS)'
+  [root]="revmux \`--root\`" [upstream]="revmux \`--upstream\` to the same nginx"
+)
+declare -A URL=() STATUS=() ENDS=() PEER=([bore]=1 [rathole]=1 [rathole-tls]=1) VIA_NGX=()
+ENDS[direct]=nginx ENDS[hop]=nginx-hop ENDS[bore]='bore-server bore-local'
+ENDS[rathole]='rathole-server rathole-client' ENDS[rathole-tls]='rathole-tls-server rathole-tls-client'
+ENDS[root]='p c' ENDS[upstream]='p2 c2'
+VIA_NGX[hop]=1 VIA_NGX[bore]=1 VIA_NGX[rathole]=1 VIA_NGX[rathole-tls]=1 VIA_NGX[upstream]=1
+declare -A ADMIN=() # revmux paths: p's admin port
+
+# path_fail PATH MESSAGE: a peer's problem is reported; nginx's or revmux's fails the run.
+path_fail() {
+  if [ -n "${PEER[$1]:-}" ]; then PEER_ERRORS+=("${LABEL[$1]}: $2"); else ERRORS+=("${LABEL[$1]}: $2"); fi
+}
+# path_off PATH WHY: a peer that cannot be measured (any more); anything else dies.
+path_off() {
+  if [ -n "${PEER[$1]:-}" ]; then
+    warn "${LABEL[$1]}: $2"
+    STATUS[$1]=$2
+  else
+    die "${LABEL[$1]}: $2"
+  fi
+}
+path_on() { [ -z "${STATUS[$1]:-}" ]; }
+
+if [ "$PEERS" = 1 ]; then
+  install_peer bore-cli "$BORE_VERSION" bore
+  [ -n "$PEER_WHY" ] && STATUS[bore]=$PEER_WHY
+  install_peer rathole "$RATHOLE_VERSION" rathole
+  [ -n "$PEER_WHY" ] && STATUS[rathole]=$PEER_WHY STATUS[rathole-tls]=$PEER_WHY
+else
+  STATUS[bore]='not run: BENCH_PEERS=0' STATUS[rathole]='not run: BENCH_PEERS=0' STATUS[rathole-tls]='not run: BENCH_PEERS=0'
+fi
 
 # ---------------------------------------------------------------- files
 
@@ -312,6 +375,14 @@ port_in_use() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
   fi
 }
+# port_listening PORT: something listens there (TIME_WAIT leftovers of an earlier run do not count)
+port_listening() {
+  if command -v ss >/dev/null; then
+    [ -n "$(ss -Htln "sport = :$1" 2>/dev/null)" ]
+  else
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+  fi
+}
 # Free ports below Linux's ephemeral range, so no client connection of the run can hold one.
 PORTS=()
 pick_ports() {
@@ -326,441 +397,553 @@ pick_ports() {
     taken+="$p "
   done
 }
-pick_ports 5
-NGX_PORT=${PORTS[0]} NGX_H2_PORT=${PORTS[1]} FRONT_PORT=${PORTS[2]} TUN_PORT=${PORTS[3]} ADMIN_PORT=${PORTS[4]}
-DIRECT=http://127.0.0.1:$NGX_PORT
-DIRECT_H2=http://127.0.0.1:$NGX_H2_PORT
-TUNNEL=http://127.0.0.1:$FRONT_PORT
+pick_ports 14
+NGX_PORT=${PORTS[0]} HOP_PORT=${PORTS[1]}
+FRONT_PORT=${PORTS[2]} TUN_PORT=${PORTS[3]} ADMIN_PORT=${PORTS[4]}
+FRONT2_PORT=${PORTS[5]} TUN2_PORT=${PORTS[6]} ADMIN2_PORT=${PORTS[7]}
+BORE_PORT=${PORTS[8]} RH_CTRL=${PORTS[9]} RH_PORT=${PORTS[10]} RHT_CTRL=${PORTS[11]} RHT_PORT=${PORTS[12]}
+BORE_CONTROL_PORT=7835 # fixed in bore (shared.rs: CONTROL_PORT)
+URL[direct]=http://127.0.0.1:$NGX_PORT URL[hop]=http://127.0.0.1:$HOP_PORT
+URL[root]=http://127.0.0.1:$FRONT_PORT URL[upstream]=http://127.0.0.1:$FRONT2_PORT
+URL[bore]=http://127.0.0.1:$BORE_PORT URL[rathole]=http://127.0.0.1:$RH_PORT URL[rathole-tls]=http://127.0.0.1:$RHT_PORT
+ADMIN[root]=$ADMIN_PORT ADMIN[upstream]=$ADMIN2_PORT
 
 # http_code URL [CURL-ARGS...]: the status code, 000 on a transport error
 http_code() { curl -s --noproxy '*' --max-time 3 -o /dev/null -w '%{http_code}' "${@:2}" "$1" 2>/dev/null || true; }
 code_is() { [ "$(http_code "$2")" = "$1" ]; }
 
-# ---------------------------------------------------------------- nginx (direct)
+# ---------------------------------------------------------------- nginx: direct and hop
 
 NGX_VER=$("$NGINX_BIN" -v 2>&1 | sed -n 's|.*nginx/\([0-9.]*\).*|\1|p')
-H2_DIRECT=1
-if ! "$NGINX_BIN" -V 2>&1 | grep -q -- '--with-http_v2_module'; then
-  H2_DIRECT=0
-  warn "this nginx has no HTTP/2 module: no direct h2load baseline"
-fi
+# render_nginx_conf INSTANCE SERVER-BLOCK
 render_nginx_conf() {
-  local t h2='' user=''
+  local t user='' prefix=$NGX/$1
+  mkdir -p "$prefix/tmp"
   # (the template's comment lines name the placeholders: leave them out)
   t="# generated by bench/run.sh from bench/nginx.conf.template"$'\n'$(grep -v '^#' "$BENCH_DIR/nginx.conf.template")
   [ "$(id -u)" = 0 ] && user='user root root;'
-  if [ "$H2_DIRECT" = 1 ]; then
-    # `listen ... http2` before 1.25.1, the `http2` directive since.
-    if printf '%s\n' 1.25.1 "$NGX_VER" | sort -V -C; then
-      h2=$'    server {\n        listen 127.0.0.1:@H2PORT@;\n        http2 on;\n        root @ROOT@;\n    }'
-    else
-      h2=$'    server {\n        listen 127.0.0.1:@H2PORT@ http2;\n        root @ROOT@;\n    }'
+  t=${t//@SERVER@/$2}
+  t=${t//@USER_LINE@/$user}
+  t=${t//@PREFIX@/$prefix}
+  printf '%s\n' "$t" >"$prefix/nginx.conf"
+}
+# start_nginx INSTANCE NAME: check the config, start, wait for a 200, find master + workers.
+declare -A PIDS_OF=() # daemon name -> its pids (the whole process group, for nginx)
+start_nginx() {
+  local prefix=$NGX/$1 name=$2 args
+  args=(-p "$prefix/" -c "$prefix/nginx.conf" -e "$prefix/error.log")
+  "$NGINX_BIN" -t -q "${args[@]}" >"$LOGS/$name-t.log" 2>&1 ||
+    { log_tail "$LOGS/$name-t.log"; die "nginx rejects $prefix/nginx.conf"; }
+  start_bg "$name" "$NGINX_BIN" "${args[@]}" || die "$name did not start (log: $LOGS/$name.log)"
+}
+render_nginx_conf direct "    server {
+        listen 127.0.0.1:$NGX_PORT;
+        root $FILES;
+    }"
+# The hop, as a user would write it: proxy_pass to a keepalive upstream (HTTP/1.1, no
+# Connection header), everything else at nginx's defaults (proxy_buffering on).
+render_nginx_conf hop "    upstream direct {
+        server 127.0.0.1:$NGX_PORT;
+        keepalive 64;
+    }
+    server {
+        listen 127.0.0.1:$HOP_PORT;
+        location / {
+            proxy_pass http://direct;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }
+    }"
+log "nginx $NGX_VER: direct ${URL[direct]}, hop ${URL[hop]}"
+start_nginx direct nginx
+start_nginx hop nginx-hop
+
+# ---------------------------------------------------------------- p + c, twice
+
+# start_revmux PATH P-NAME C-NAME FRONT TUN ADMIN ORIGIN-ARGS...: a p/c pair with its own
+# certificates and token (bench/.work/certs/PATH).
+start_revmux() {
+  local path=$1 pn=$2 cn=$3 front=$4 tun=$5 admin=$6 certs=$CERTS/$1
+  shift 6
+  mkdir -p "$certs"
+  log "${LABEL[$path]}: p (front end :$front, tunnel :$tun, admin :$admin) + c ($*)"
+  start_bg "$pn" "$BIN/p" --listen "127.0.0.1:$front" --tunnel-listen "127.0.0.1:$tun" \
+    --admin-listen "127.0.0.1:$admin" --certs-dir "$certs" --threads "$THREADS" || die "$pn did not start"
+  wait_until 20 test -s "$certs/ca.pem" -a -s "$certs/token" ||
+    { log_tail "$LOGS/$pn.log"; die "$pn did not write $certs/ca.pem and $certs/token"; }
+  start_bg "$cn" "$BIN/c" --proxy "localhost:$tun" "$@" --certs-dir "$certs" --name bench --threads "$THREADS" ||
+    die "$cn did not start"
+}
+start_revmux root p c "$FRONT_PORT" "$TUN_PORT" "$ADMIN_PORT" --root "$FILES"
+start_revmux upstream p2 c2 "$FRONT2_PORT" "$TUN2_PORT" "$ADMIN2_PORT" --upstream "${URL[direct]}"
+
+# ---------------------------------------------------------------- bore, rathole
+
+if path_on bore; then
+  if port_listening "$BORE_CONTROL_PORT"; then
+    STATUS[bore]="not run: bore's fixed control port $BORE_CONTROL_PORT is in use"
+  else
+    log "bore: server (control :$BORE_CONTROL_PORT, public :$BORE_PORT) + local -> :$NGX_PORT"
+    # The public port: bore local asks for --port; the server accepts exactly that one.
+    if ! { start_bg bore-server "$TOOLS/bin/bore" server --bind-addr 127.0.0.1 --min-port "$BORE_PORT" --max-port "$BORE_PORT" &&
+      wait_until 10 port_listening "$BORE_CONTROL_PORT" &&
+      start_bg bore-local "$TOOLS/bin/bore" local "$NGX_PORT" --local-host 127.0.0.1 --to 127.0.0.1 --port "$BORE_PORT"; }; then
+      path_off bore "not run: bore did not start (see bench/.work/logs/bore-*.log)"
     fi
   fi
-  t=${t//@H2_SERVER@/$h2}
-  t=${t//@USER_LINE@/$user}
-  t=${t//@PREFIX@/$NGX}
-  t=${t//@ROOT@/$FILES}
-  t=${t//@PORT@/$NGX_PORT}
-  t=${t//@H2PORT@/$NGX_H2_PORT}
-  printf '%s\n' "$t" >"$NGX/nginx.conf"
+fi
+
+# rathole_conf PATH CTRL PUBLIC TRANSPORT-SERVER TRANSPORT-CLIENT: server.toml + client.toml
+rathole_conf() {
+  local dir=$RUNDIR/$1 token
+  mkdir -p "$dir"
+  token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+  printf '[server]\nbind_addr = "127.0.0.1:%s"\n%s\n[server.services.bench]\ntoken = "%s"\nbind_addr = "127.0.0.1:%s"\n' \
+    "$2" "$4" "$token" "$3" >"$dir/server.toml"
+  printf '[client]\nremote_addr = "127.0.0.1:%s"\n%s\n[client.services.bench]\ntoken = "%s"\nlocal_addr = "127.0.0.1:%s"\n' \
+    "$2" "$5" "$token" "$NGX_PORT" >"$dir/client.toml"
 }
-render_nginx_conf
-mkdir -p "$NGX/tmp"
-NGX_ARGS=(-p "$NGX/" -c "$NGX/nginx.conf" -e "$NGX/error.log")
-"$NGINX_BIN" -t -q "${NGX_ARGS[@]}" >"$LOGS/nginx-t.log" 2>&1 ||
-  { log_tail "$LOGS/nginx-t.log"; die "nginx rejects $NGX/nginx.conf"; }
-log "nginx $NGX_VER (direct): $DIRECT$([ "$H2_DIRECT" = 1 ] && echo ", h2c $DIRECT_H2")"
-start_bg nginx "$NGINX_BIN" "${NGX_ARGS[@]}"
-wait_until 20 code_is 200 "$DIRECT/$F1K" ||
-  { log_tail "$NGX/error.log"; log_tail "$LOGS/nginx.log"; die "nginx not ready: GET $DIRECT/$F1K -> $(http_code "$DIRECT/$F1K")"; }
-mapfile -t NGX_PIDS < <(pgroup_pids "${PID[nginx]}")
-[ "${#NGX_PIDS[@]}" -ge 2 ] || die "nginx: expected a master and workers, found pids: ${NGX_PIDS[*]}"
+# rathole's TLS transport wants a PKCS#12 identity on the server and the CA on the client.
+rathole_tls_certs() {
+  local d=$RUNDIR/rathole-tls
+  mkdir -p "$d"
+  {
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=bench-ca -keyout "$d/ca.key" -out "$d/ca.pem" &&
+      openssl req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout "$d/server.key" -out "$d/server.csr" &&
+      printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$d/ext.cnf" &&
+      openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
+        -extfile "$d/ext.cnf" -out "$d/server.pem" &&
+      openssl pkcs12 -export -out "$d/identity.pfx" -inkey "$d/server.key" -in "$d/server.pem" \
+        -certfile "$d/ca.pem" -passout pass:bench
+  } >"$LOGS/rathole-tls-certs.log" 2>&1
+}
+# start_rathole PATH NAME-PREFIX
+start_rathole() {
+  local dir=$RUNDIR/$1
+  if ! { start_bg "$2-server" "$TOOLS/bin/rathole" --server "$dir/server.toml" &&
+    start_bg "$2-client" "$TOOLS/bin/rathole" --client "$dir/client.toml"; }; then
+    path_off "$1" "not run: rathole did not start (see bench/.work/logs/$2-*.log)"
+  fi
+}
+if path_on rathole; then
+  log "rathole (TCP): control :$RH_CTRL, public :$RH_PORT -> :$NGX_PORT"
+  rathole_conf rathole "$RH_CTRL" "$RH_PORT" '' ''
+  start_rathole rathole rathole
+fi
+if path_on rathole-tls; then
+  log "rathole (TLS): control :$RHT_CTRL, public :$RHT_PORT -> :$NGX_PORT"
+  if rathole_tls_certs; then
+    rathole_conf rathole-tls "$RHT_CTRL" "$RHT_PORT" \
+      "$(printf '[server.transport]\ntype = "tls"\n[server.transport.tls]\npkcs12 = "%s"\npkcs12_password = "bench"\n' "$RUNDIR/rathole-tls/identity.pfx")" \
+      "$(printf '[client.transport]\ntype = "tls"\n[client.transport.tls]\ntrusted_root = "%s"\nhostname = "localhost"\n' "$RUNDIR/rathole-tls/ca.pem")"
+    start_rathole rathole-tls rathole-tls
+  else
+    STATUS[rathole-tls]='not run: openssl could not make its certificate (see bench/.work/logs/rathole-tls-certs.log)'
+  fi
+fi
 
-# ---------------------------------------------------------------- p + c (tunnel)
+# ---------------------------------------------------------------- ready, and the same bytes
 
-log "p (front end $TUNNEL, tunnel :$TUN_PORT, admin :$ADMIN_PORT) + c (serving $FILES)"
-start_bg p "$BIN/p" --listen "127.0.0.1:$FRONT_PORT" --tunnel-listen "127.0.0.1:$TUN_PORT" \
-  --admin-listen "127.0.0.1:$ADMIN_PORT" --certs-dir "$CERTS" --threads "$THREADS"
-wait_until 20 test -s "$CERTS/ca.pem" -a -s "$CERTS/token" ||
-  { log_tail "$LOGS/p.log"; die "p did not write $CERTS/ca.pem and $CERTS/token"; }
-start_bg c "$BIN/c" --proxy "localhost:$TUN_PORT" --root "$FILES" --certs-dir "$CERTS" --name bench --threads "$THREADS"
-wait_until 30 code_is 200 "$TUNNEL/" ||
-  { log_tail "$LOGS/p.log"; log_tail "$LOGS/c.log"; die "tunnel not ready: GET $TUNNEL/ -> $(http_code "$TUNNEL/")"; }
-check_alive nginx p c
+# path_pids PATH [ORIGIN]: pids of the path's ends (ORIGIN=1: and of the nginx it fronts)
+path_pids() {
+  local n
+  # shellcheck disable=SC2086 # lists of pids
+  for n in ${ENDS[$1]}; do printf '%s\n' ${PIDS_OF[$n]:-}; done
+  # shellcheck disable=SC2086
+  if [ "${2:-0}" = 1 ] && [ -n "${VIA_NGX[$1]:-}" ]; then printf '%s\n' ${PIDS_OF[nginx]}; fi
+  return 0
+}
+# path_alive PATH: every end still running
+path_alive() {
+  local n
+  for n in ${ENDS[$1]}; do alive "${PID[$n]:-}" || return 1; done
+}
+path_down() {
+  local n
+  for n in ${ENDS[$1]}; do
+    alive "${PID[$n]:-}" || { log_tail "$LOGS/$n.log"; echo "$n (pid ${PID[$n]:-?}) is not running"; return 0; }
+  done
+}
 
-# Both paths must serve the exact bytes before anything is timed.
-for f in "$F1K" "$F64K"; do
-  for base in "$DIRECT" "$TUNNEL"; do
-    curl -sS --noproxy '*' --max-time 10 -o "$RUNDIR/check.body" "$base/$f" ||
-      die "GET $base/$f failed"
-    cmp -s "$RUNDIR/check.body" "$FILES/$f" || die "GET $base/$f: the body differs from $FILES/$f"
+for path in "${PATHS[@]}"; do
+  path_on "$path" || continue
+  if ! wait_until 30 code_is 200 "${URL[$path]}/$F1K"; then
+    for n in ${ENDS[$path]}; do log_tail "$LOGS/$n.log"; done
+    path_off "$path" "not run: not ready after 30 s (GET /$F1K -> $(http_code "${URL[$path]}/$F1K"); $(path_down "$path"))"
+    continue
+  fi
+  for f in "$F1K" "$F64K" "$FBIG"; do
+    if ! { curl -sS --noproxy '*' --max-time 120 -o "$RUNDIR/check.body" "${URL[$path]}/$f" 2>>"$LOGS/curl.log" &&
+      cmp -s "$RUNDIR/check.body" "$FILES/$f"; }; then
+      path_off "$path" "not run: GET /$f did not give the bytes of $FILES/$f"
+      break
+    fi
+  done
+  rm -f "$RUNDIR/check.body"
+  path_on "$path" || continue
+  for n in ${ENDS[$path]}; do
+    if [[ $n == nginx* ]]; then mapfile -t a < <(pgroup_pids "${PID[$n]}"); PIDS_OF[$n]="${a[*]}"; else PIDS_OF[$n]=${PID[$n]}; fi
   done
 done
-h2c_ok() { [ "$(http_code "$1" --http2-prior-knowledge)" = 200 ]; }
-if [ "$H2_DIRECT" = 1 ]; then
-  wait_until 5 h2c_ok "$DIRECT_H2/$F1K" || die "nginx h2c listener: GET $DIRECT_H2/$F1K (h2c) failed"
-fi
-h2c_ok "$TUNNEL/$F1K" || die "p front end: GET $TUNNEL/$F1K over h2c prior knowledge failed"
+read -r -a a <<<"${PIDS_OF[nginx]}"
+[ "${#a[@]}" -ge 2 ] || die "nginx: expected a master and workers, found pids: ${PIDS_OF[nginx]}"
+
+# ---------------------------------------------------------------- revmux tunnel checks
+
+# The tunnel must stay up for the whole run: p's admin port tells the current tunnel's id (a new
+# id = the tunnel dropped and c reconnected) and counts the requests p answered itself with an
+# error (no origin, origin failed). Both are checked before and after every revmux test, against
+# the values of the previous check, so a drop between two tests is caught too.
+admin_get() { curl -s --noproxy '*' --max-time 3 "http://127.0.0.1:$1$2" 2>/dev/null || true; }
+tunnel_state() {
+  local id failed
+  id=$(admin_get "$1" /status | sed -n 's/.*"tunnel_id": *\([0-9]*\).*/\1/p' | head -n 1)
+  failed=$(admin_get "$1" /metrics | awk '/^revmux_failed_requests_total/ { s += $NF } END { print s + 0 }')
+  echo "${id:-none} $failed"
+}
+tunnel_up() { admin_get "$1" /status | grep -q '"tunnel_id"'; }
+declare -A TUNNEL_STATE=()
+# check_tunnel PATH WHEN
+check_tunnel() {
+  local path=$1 when=$2 admin=${ADMIN[$1]} id0 f0 id1 f1 why now cn
+  cn=${ENDS[$path]#* }
+  if ! wait_until 30 tunnel_up "$admin"; then
+    for n in ${ENDS[$path]}; do log_tail "$LOGS/$n.log"; done
+    die "${LABEL[$path]}, $when: p has had no tunnel for 30 s"
+  fi
+  now=$(tunnel_state "$admin")
+  if [ -n "${TUNNEL_STATE[$path]:-}" ]; then
+    read -r id0 f0 <<<"${TUNNEL_STATE[$path]}"
+    read -r id1 f1 <<<"$now"
+    if [ "$id0" != "$id1" ]; then
+      why=$(grep -E ' (WARN|ERROR) ' "$LOGS/$cn.log" | grep -v 'tunnel lost' | tail -n 1 | sed 's/^[^ ]* *//')
+      ERRORS+=("${LABEL[$path]}, $when: the tunnel dropped and c reconnected (tunnel id $id0 -> $id1); c said: ${why:-see $LOGS/$cn.log}")
+    fi
+    if [ "$f0" != "$f1" ]; then
+      ERRORS+=("${LABEL[$path]}, $when: p answered $((f1 - f0)) front-end requests itself with an error (revmux_failed_requests_total)")
+    fi
+  fi
+  TUNNEL_STATE[$path]=$now
+  return 0
+}
+# path_ready PATH WHEN: the path's ends are running (a peer that died is switched off; nginx or
+# revmux dying ends the run); for revmux, the tunnel is the same one and passes a request.
+path_ready() {
+  local path=$1 when=$2
+  path_on "$path" || return 1
+  if ! path_alive "$path" || ! alive "${PID[nginx]}"; then
+    path_off "$path" "stopped: $(path_down "$path"; alive "${PID[nginx]}" || echo 'nginx direct died') ($when)"
+    return 1
+  fi
+  if [ -n "${ADMIN[$path]:-}" ]; then
+    check_tunnel "$path" "$when"
+    if ! wait_until 30 code_is 200 "${URL[$path]}/$F1K"; then
+      for n in ${ENDS[$path]}; do log_tail "$LOGS/$n.log"; done
+      die "${LABEL[$path]}, $when: p has a tunnel but GET /$F1K -> $(http_code "${URL[$path]}/$F1K") for 30 s"
+    fi
+    check_tunnel "$path" "$when"
+  fi
+  return 0
+}
 
 # ---------------------------------------------------------------- measurements
 
-declare -A R=()     # results: KEY -> number
-declare -A CPU=()   # per-measurement CPU notes: LABEL -> text
+declare -A R=() # results: "ROW:PATH:ROUND" -> number
 
 # to_ms VALUE-WITH-UNIT (wrk: 250.00us, 1.23ms, 2.00s, 1.00m)
 to_ms() {
   awk -v v="$1" 'BEGIN {
     n = v + 0; u = v; sub(/^[0-9.]+/, "", u)
     f = (u == "us") ? 0.001 : (u == "ms") ? 1 : (u == "s") ? 1000 : (u == "m") ? 60000 : -1
-    if (f < 0) { print "nan"; exit } printf "%.3f", n * f }'
+    if (f < 0) { print ""; exit } printf "%.3f", n * f }'
 }
 
-# wrk_check FILE LABEL: errors and non-2xx in a wrk output go to ERRORS.
+# wrk_check PATH FILE LABEL: errors and non-2xx in a wrk output; 1 when there were any.
 wrk_check() {
-  local f=$1 label=$2 non2xx sock
+  local path=$1 f=$2 label=$3 non2xx sock bad=0
   non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' "$f")
   sock=$(sed -n 's/^ *Socket errors: *//p' "$f")
-  [ -n "$non2xx" ] && ERRORS+=("$label: wrk saw $non2xx non-2xx/3xx responses ($f)")
-  [ -n "$sock" ] && ERRORS+=("$label: wrk socket errors: $sock ($f)")
-  grep -q '^Requests/sec:' "$f" || ERRORS+=("$label: wrk printed no result ($f)")
-  return 0
+  [ -n "$non2xx" ] && { path_fail "$path" "$label: wrk saw $non2xx non-2xx/3xx responses ($f)"; bad=1; }
+  [ -n "$sock" ] && { path_fail "$path" "$label: wrk socket errors: $sock ($f)"; bad=1; }
+  grep -q '^Requests/sec:' "$f" || { path_fail "$path" "$label: wrk printed no result ($f)"; bad=1; }
+  return "$bad"
 }
 
-# The tunnel must stay up for the whole run: p's admin port tells the current tunnel's id (a new
-# id = the tunnel dropped and c reconnected) and counts the requests p answered itself with an
-# error (no origin, origin failed). Both are checked before and after every tunnel test, against
-# the values of the previous check, so a drop between two tests is caught too.
-admin_get() { curl -s --noproxy '*' --max-time 3 "http://127.0.0.1:$ADMIN_PORT$1" 2>/dev/null || true; }
-tunnel_state() {
-  local id failed
-  id=$(admin_get /status | sed -n 's/.*"tunnel_id": *\([0-9]*\).*/\1/p' | head -n 1)
-  failed=$(admin_get /metrics | awk '/^revmux_failed_requests_total/ { s += $NF } END { print s + 0 }')
-  echo "${id:-none} $failed"
-}
-tunnel_up() { admin_get /status | grep -q '"tunnel_id"'; }
-TUNNEL_STATE=''
-# check_tunnel WHEN: wait (bounded, asking the admin port: a request through a tunnel that is
-# reconnecting would count as a failed one) until p has a tunnel, then compare with the
-# previous check; a change goes to ERRORS.
-check_tunnel() {
-  local when=$1 id0 f0 id1 f1 why now
-  if ! wait_until 30 tunnel_up; then
-    log_tail "$LOGS/p.log"
-    log_tail "$LOGS/c.log"
-    die "$when: p has had no tunnel for 30 s"
-  fi
-  now=$(tunnel_state)
-  if [ -n "$TUNNEL_STATE" ]; then
-    read -r id0 f0 <<<"$TUNNEL_STATE"
-    read -r id1 f1 <<<"$now"
-    if [ "$id0" != "$id1" ]; then
-      why=$(grep -E ' (WARN|ERROR) ' "$LOGS/c.log" | grep -v 'tunnel lost' | tail -n 1 | sed 's/^[^ ]* *//')
-      ERRORS+=("$when: the tunnel dropped and c reconnected (tunnel id $id0 -> $id1); c said: ${why:-see $LOGS/c.log}")
-    fi
-    if [ "$f0" != "$f1" ]; then
-      ERRORS+=("$when: p answered $((f1 - f0)) front-end requests itself with an error (revmux_failed_requests_total; see $LOGS/p.log)")
-    fi
-  fi
-  TUNNEL_STATE=$now
-  return 0
-}
-# tunnel_ready WHEN: both alive, check_tunnel, a request goes through (bounded wait: p may not
-# have noticed yet that a tunnel dropped), and check_tunnel again for anything that happened meanwhile.
-tunnel_ready() {
-  check_alive p c
-  check_tunnel "$1"
-  if ! wait_until 30 code_is 200 "$TUNNEL/"; then
-    log_tail "$LOGS/p.log"
-    log_tail "$LOGS/c.log"
-    die "$1: p has a tunnel but GET $TUNNEL/ -> $(http_code "$TUNNEL/") for 30 s"
-  fi
-  check_tunnel "$1"
-}
+# Rows measured with wrk: name -> wrk arguments, file
+declare -A WRK_ARGS=([k1]='-t2 -c64' [k1c1]='-t1 -c1' [k64]='-t2 -c64')
+declare -A WRK_FILE=([k1]=$F1K [k1c1]=$F1K [k64]=$F64K)
 
-# measure_wrk KEY SIDE URL: warm-up, then the timed run; R[KEY.SIDE.{rps,p50,p99}].
+# measure_wrk ROW PATH ROUND: warm-up, then the timed run; R[ROW:PATH:ROUND] (req/s) and
+# R[ROW.p50:...], R[ROW.p99:...] (ms). A peer with errors gets no number for the row.
 measure_wrk() {
-  local key=$1 side=$2 url=$3 out=$RAW/$1.$2.wrk.txt label="$1 $2"
-  local -A s0 s1
-  log "$label: wrk ${WRK_ARGS[*]} -d${SECS}s --latency $url"
-  [ "$side" = tunnel ] && tunnel_ready "before $label (after the previous test)"
-  run_tool "$RAW/$1.$2.warmup.txt" $((WARM + 30)) wrk "${WRK_ARGS[@]}" -d"${WARM}s" "$url" ||
-    ERRORS+=("$label: wrk warm-up failed (exit $?)")
-  wrk_check "$RAW/$1.$2.warmup.txt" "$label (warm-up)"
-  [ "$side" = tunnel ] && tunnel_ready "$label (warm-up)"
-  snap s0
-  run_tool "$out" $((SECS + 60)) wrk "${WRK_ARGS[@]}" -d"${SECS}s" --latency "$url" ||
-    ERRORS+=("$label: wrk failed (exit $?)")
-  snap s1
-  wrk_check "$out" "$label"
-  [ "$side" = tunnel ] && check_tunnel "$label"
-  R[$key.$side.rps]=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
-  R[$key.$side.p50]=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
-  R[$key.$side.p99]=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
-  record_cpu "$label" "$side" s0 s1
-  printf '   %s req/s, p50 %s ms, p99 %s ms  (%s)\n' "${R[$key.$side.rps]:-?}" "${R[$key.$side.p50]:-?}" \
-    "${R[$key.$side.p99]:-?}" "${CPU[$label]}"
+  local row=$1 path=$2 round=$3 out warm label rc=0 args
+  read -r -a args <<<"${WRK_ARGS[$row]}"
+  out=$RAW/$row.$path.r$round.wrk.txt warm=$RAW/$row.$path.r$round.warmup.txt label="$row, round $round"
+  path_ready "$path" "before $label" || return 0
+  log "round $round/$ROUNDS, ${LABEL[$path]}: wrk ${args[*]} -d${SECS}s --latency /${WRK_FILE[$row]}"
+  run_tool "$warm" $((WARM + 30)) wrk "${args[@]}" -d"${WARM}s" "${URL[$path]}/${WRK_FILE[$row]}" ||
+    path_fail "$path" "$label: wrk warm-up failed (exit $?)"
+  wrk_check "$path" "$warm" "$label (warm-up)" || true
+  path_ready "$path" "$label (warm-up)" || return 0
+  run_tool "$out" $((SECS + 60)) wrk "${args[@]}" -d"${SECS}s" --latency "${URL[$path]}/${WRK_FILE[$row]}" || rc=$?
+  [ "$rc" = 0 ] || path_fail "$path" "$label: wrk failed (exit $rc)"
+  wrk_check "$path" "$out" "$label" || rc=1
+  path_ready "$path" "after $label" || return 0
+  [ "$rc" = 0 ] || return 0
+  R[$row:$path:$round]=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
+  R[$row.p50:$path:$round]=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
+  R[$row.p99:$path:$round]=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
+  printf '   %s req/s, p50 %s ms, p99 %s ms\n' "${R[$row:$path:$round]}" "${R[$row.p50:$path:$round]}" "${R[$row.p99:$path:$round]}"
 }
 
-record_cpu() {
-  local label=$1 side=$2
-  if [ "$side" = direct ]; then
-    CPU[$label]="nginx $(pct "$3" "$4" ngx)%, machine busy $(machine_busy "$3" "$4")%"
-  else
-    CPU[$label]="p $(pct "$3" "$4" p)%, c $(pct "$3" "$4" c)%, machine busy $(machine_busy "$3" "$4")%"
-  fi
-}
-
-# h2_check FILE LABEL STRICT: h2load's failures and non-2xx responses go to ERRORS.
-# A timed run (-D) counts the streams still in flight when the clock stops as "failed" and
-# "errored": the warm-up (STRICT=0) tolerates up to one per in-flight slot (-c x -m); the
-# measured run is a fixed number of requests (-n), where every one must succeed.
-h2_check() {
-  local f=$1 label=$2 strict=$3 bad failed
-  if ! grep -q '^requests:' "$f" || ! grep -q '^finished in' "$f"; then
-    ERRORS+=("$label: h2load printed no result ($f)")
-    return 0
-  fi
-  # requests: N total, N started, N done, N succeeded, N failed, N errored, N timeout
-  # status codes: N 2xx, N 3xx, N 4xx, N 5xx
-  bad=$(awk '/^requests:/ { for (i = 2; i <= NF; i++) if ($i ~ /^(failed|errored|timeout)/ && $(i-1) > 0) printf "%s %s ", $(i-1), $i }
-             /^status codes:/ { for (i = 2; i <= NF; i++) if ($i ~ /^[345]xx/ && $(i-1) > 0) printf "%s %s ", $(i-1), $i }' "$f")
-  bad=${bad//,/}
-  if [ "$strict" = 0 ] && [[ $bad != *xx* ]]; then
-    failed=$(awk '/^requests:/ { for (i = 2; i <= NF; i++) if ($i ~ /^failed/) print $(i-1) }' "$f")
-    [ "${failed:-0}" -le "$H2_INFLIGHT" ] && bad=''
-  fi
-  [ -n "$bad" ] && ERRORS+=("$label: h2load: ${bad% } ($f)")
-  return 0
-}
-
-# measure_h2 SIDE URL: a timed warm-up gives the rate; the measured run makes rate x BENCH_SECS
-# requests (so it lasts about BENCH_SECS) and must complete every one of them.
-measure_h2() {
-  local side=$1 url=$2 out=$RAW/h2.$1.h2load.txt label="h2 $1" warm_rps n
-  local -A s0 s1
-  [ "$side" = tunnel ] && tunnel_ready "before $label (after the previous test)"
-  run_tool "$RAW/h2.$1.warmup.txt" $((WARM + 30)) h2load "${H2_ARGS[@]}" -D "$WARM" "$url" ||
-    ERRORS+=("$label: h2load warm-up failed (exit $?)")
-  h2_check "$RAW/h2.$1.warmup.txt" "$label (warm-up)" 0
-  warm_rps=$(sed -n 's/^finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p' "$RAW/h2.$1.warmup.txt")
-  n=$(awk -v r="${warm_rps:-0}" -v s="$SECS" -v m="$H2_INFLIGHT" 'BEGIN { n = int(r * s); print (n < m ? m : n) }')
-  log "$label: h2load ${H2_ARGS[*]} -n $n $url (the warm-up's ${warm_rps:-?} req/s x ${SECS} s)"
-  [ "$side" = tunnel ] && tunnel_ready "$label (warm-up)"
-  snap s0
-  run_tool "$out" $((3 * SECS + 60)) h2load "${H2_ARGS[@]}" -n "$n" "$url" ||
-    ERRORS+=("$label: h2load failed (exit $?)")
-  snap s1
-  h2_check "$out" "$label" 1
-  [ "$side" = tunnel ] && check_tunnel "$label"
-  R[h2.$side.rps]=$(sed -n 's/^finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p' "$out")
-  record_cpu "$label" "$side" s0 s1
-  printf '   %s req/s in %s  (%s)\n' "${R[h2.$side.rps]:-?}" "$(sed -n 's/^finished in \([^,]*\),.*/\1/p' "$out")" "${CPU[$label]}"
-}
-
-# download SIDE URL: prints the speed (bytes/s) of one 256 MiB GET; a bad one goes to ERRORS.
-download() {
-  local out code size speed
-  out=$(curl -sS --noproxy '*' --max-time 300 -o /dev/null \
-    -w '%{http_code} %{size_download} %{speed_download}' "$2" 2>>"$LOGS/curl.log") || true
-  read -r code size speed <<<"$out"
+# download_check PATH LABEL OUT: curl's "code size speed" line; 1 unless 200 and every byte.
+download_check() {
+  local code size speed
+  read -r code size speed <"$3" 2>/dev/null || true
   if [ "${code:-}" != 200 ] || [ "${size:-}" != "$SIZE_BIG" ]; then
-    ERRORS+=("256 MiB $1: GET $2 -> HTTP ${code:-none}, ${size:-0} bytes (want 200, $SIZE_BIG; see $LOGS/curl.log)")
-    echo 0
-  else
-    echo "$speed"
+    path_fail "$1" "$2: GET /$FBIG -> HTTP ${code:-none}, ${size:-0} bytes (want 200, $SIZE_BIG; see $LOGS/curl.log)"
+    return 1
   fi
 }
+curl_big() {
+  curl -sS --noproxy '*' --max-time 300 -o /dev/null -w '%{http_code} %{size_download} %{speed_download}\n' \
+    "$1" >"$2" 2>>"$LOGS/curl.log"
+}
 
-measure_download() {
-  local side=$1 url=$2 i speeds=() ticks0 ticks1 label="256 MiB $1"
-  local -A s0 s1
-  log "$label: curl $url, warm-up + median of $DL_RUNS"
-  [ "$side" = tunnel ] && tunnel_ready "before $label (after the previous test)"
-  download "$side (warm-up)" "$url" >/dev/null
-  snap s0
-  for ((i = 0; i < DL_RUNS; i++)); do
-    # (not in $(...): download appends to ERRORS)
-    download "$side" "$url" >"$RUNDIR/speed"
-    speeds+=("$(<"$RUNDIR/speed")")
-  done
-  snap s1
-  [ "$side" = tunnel ] && check_tunnel "$label"
-  R[dl.$side.runs]=$(printf '%s\n' "${speeds[@]}" | awk '{ printf "%s%.0f", (NR > 1 ? " " : ""), $1 / 1048576 }')
-  R[dl.$side.mibs]=$(printf '%s\n' "${speeds[@]}" | sort -g | awk '{ a[NR] = $1 } END { printf "%.1f", a[int((NR + 1) / 2)] / 1048576 }')
-  if [ "$side" = direct ]; then
-    ticks0=${s0[ngx]} ticks1=${s1[ngx]}
+# measure_downloads PATH ROUND: a warm-up download, one 256 MiB download (dl1, MiB/s), then 8
+# at once (dl8, aggregate MiB/s = all bytes / wall time); CPU-seconds per GiB of the path's
+# processes (cpu: with the nginx it fronts, cpuend: its ends only) and machine over both.
+measure_downloads() {
+  local path=$1 round=$2
+  local label="downloads, round $round" i ok=1 t0 t1 c0 c1 e0 e1 m0 m1 speed out pids ends
+  path_ready "$path" "before $label" || return 0
+  log "round $round/$ROUNDS, ${LABEL[$path]}: one 256 MiB download, then $PARALLEL_DL at once"
+  curl_big "${URL[$path]}/$FBIG" "$RAW/dl.$path.r$round.warmup.txt" || true
+  download_check "$path" "$label (warm-up)" "$RAW/dl.$path.r$round.warmup.txt" || return 0
+  mapfile -t pids < <(path_pids "$path" 1)
+  mapfile -t ends < <(path_pids "$path" 0)
+  local gib b0 a0 b1 a1
+  c0=$(cpu_ticks "${pids[@]}") e0=$(cpu_ticks "${ends[@]}") m0=$(machine_ticks)
+  out=$RAW/dl1.$path.r$round.txt
+  curl_big "${URL[$path]}/$FBIG" "$out" &
+  DL_PIDS=($!)
+  wait "${DL_PIDS[0]}" || true
+  DL_PIDS=()
+  if download_check "$path" "$label (one)" "$out"; then
+    read -r _ _ speed <"$out"
+    R[dl1:$path:$round]=$(awk -v s="$speed" 'BEGIN { printf "%.1f", s / 1048576 }')
   else
-    ticks0=$((s0[p] + s0[c])) ticks1=$((s1[p] + s1[c]))
+    ok=0
   fi
-  R[dl.$side.cpu]=$(awk -v t=$((ticks1 - ticks0)) -v hz="$CLK_TCK" -v gib="$(awk -v n="$DL_RUNS" -v s="$SIZE_BIG" 'BEGIN { print n * s / 1073741824 }')" \
-    'BEGIN { printf "%.2f", t / hz / gib }')
-  record_cpu "$label" "$side" s0 s1
-  printf '   median %s MiB/s (runs: %s MiB/s), %s CPU-s/GiB  (%s)\n' "${R[dl.$side.mibs]}" "${R[dl.$side.runs]}" \
-    "${R[dl.$side.cpu]}" "${CPU[$label]}"
+  t0=$(now_ms)
+  for ((i = 0; i < PARALLEL_DL; i++)); do
+    curl_big "${URL[$path]}/$FBIG" "$RAW/dl8.$path.r$round.$i.txt" &
+    DL_PIDS+=($!)
+  done
+  for i in "${DL_PIDS[@]}"; do wait "$i" || true; done
+  DL_PIDS=()
+  t1=$(now_ms)
+  c1=$(cpu_ticks "${pids[@]}") e1=$(cpu_ticks "${ends[@]}") m1=$(machine_ticks)
+  for ((i = 0; i < PARALLEL_DL; i++)); do
+    download_check "$path" "$label ($((i + 1)) of $PARALLEL_DL at once)" "$RAW/dl8.$path.r$round.$i.txt" || ok=0
+  done
+  path_ready "$path" "after $label" || return 0
+  [ "$ok" = 1 ] || return 0
+  R[dl8:$path:$round]=$(awk -v n="$PARALLEL_DL" -v s="$SIZE_BIG" -v ms=$((t1 - t0)) 'BEGIN { printf "%.1f", n * s / 1048576 / (ms / 1000) }')
+  gib=$(awk -v n=$((PARALLEL_DL + 1)) -v s="$SIZE_BIG" 'BEGIN { print n * s / 1073741824 }')
+  R[cpu:$path:$round]=$(awk -v t=$((c1 - c0)) -v hz="$CLK_TCK" -v g="$gib" 'BEGIN { printf "%.2f", t / hz / g }')
+  R[cpuend:$path:$round]=$(awk -v t=$((e1 - e0)) -v hz="$CLK_TCK" -v g="$gib" 'BEGIN { printf "%.2f", t / hz / g }')
+  read -r b0 a0 <<<"$m0"
+  read -r b1 a1 <<<"$m1"
+  R[busy:$path:$round]=$(awk -v b=$((b1 - b0)) -v a=$((a1 - a0)) 'BEGIN { printf "%.0f", (a > 0 ? 100 * b / a : 0) }')
+  printf '   one: %s MiB/s; %s at once: %s MiB/s; %s CPU-s/GiB (ends %s); machine busy %s%%\n' \
+    "${R[dl1:$path:$round]:-?}" "$PARALLEL_DL" "${R[dl8:$path:$round]}" "${R[cpu:$path:$round]}" \
+    "${R[cpuend:$path:$round]}" "${R[busy:$path:$round]}"
+}
+
+# Peak RSS of each path's ends, by phase: VmHWM is reset (clear_refs) before the small
+# requests and before the downloads, and read after each; the maximum over the rounds counts.
+HWM_RESET=1
+reset_ends_hwm() {
+  local path pids
+  for path in "${PATHS[@]}"; do
+    path_on "$path" || continue
+    mapfile -t pids < <(path_pids "$path" 0)
+    reset_hwm "${pids[@]}" || HWM_RESET=0
+  done
+}
+# read_ends_hwm PHASE: R[rss.PHASE:PATH] = max(previous, current VmHWM of the ends), KiB,
+# and R[rss.PHASE.parts:PATH] = "a + b" in MiB for the two ends.
+read_ends_hwm() {
+  local path n kib parts total
+  for path in "${PATHS[@]}"; do
+    path_on "$path" || continue
+    parts='' total=0
+    for n in ${ENDS[$path]}; do
+      # shellcheck disable=SC2086 # a list of pids
+      kib=$(vm_hwm_kib ${PIDS_OF[$n]})
+      total=$((total + kib))
+      parts+="${parts:+ + }$(awk -v k="$kib" 'BEGIN { printf "%.0f", k / 1024 }')"
+    done
+    if [ "$total" -gt "${R[rss.$1:$path]:-0}" ]; then
+      R[rss.$1:$path]=$total
+      R[rss.$1.parts:$path]=$parts
+    fi
+  done
 }
 
 # Other load on the machine (a concurrent build) skews every number: measure it first.
-# shellcheck disable=SC2034 # filled by snap through a nameref
-declare -A idle0 idle1
-snap idle0
+read -r b0 a0 <<<"$(machine_ticks)"
 sleep 1
-snap idle1
-PRE_BUSY=$(machine_busy idle0 idle1)
+read -r b1 a1 <<<"$(machine_ticks)"
+PRE_BUSY=$(awk -v b=$((b1 - b0)) -v a=$((a1 - a0)) 'BEGIN { printf "%.0f", (a > 0 ? 100 * b / a : 0) }')
 if [ "$PRE_BUSY" -gt 15 ]; then
   warn "the machine was ${PRE_BUSY}% busy before the benchmark (another build or test?): expect noisy numbers"
 fi
 
+# Round-major, then row, then path: every path gets the same load at about the same time,
+# and each ratio is to direct in the same round.
 T_START=$SECONDS
-measure_wrk k1 direct "$DIRECT/$F1K"
-measure_wrk k1 tunnel "$TUNNEL/$F1K"
-check_alive nginx p c
-measure_wrk k64 direct "$DIRECT/$F64K"
-measure_wrk k64 tunnel "$TUNNEL/$F64K"
-check_alive nginx p c
-if [ "$H2_DIRECT" = 1 ]; then measure_h2 direct "$DIRECT_H2/$F1K"; fi
-measure_h2 tunnel "$TUNNEL/$F1K"
-check_alive nginx p c
-measure_download direct "$DIRECT/$FBIG"
-measure_download tunnel "$TUNNEL/$FBIG"
-check_alive nginx p c
-tunnel_ready "after the last test"
+for ((round = 1; round <= ROUNDS; round++)); do
+  reset_ends_hwm
+  for row in k1 k1c1 k64; do
+    for path in "${PATHS[@]}"; do measure_wrk "$row" "$path" "$round"; done
+  done
+  read_ends_hwm small
+  reset_ends_hwm
+  for path in "${PATHS[@]}"; do measure_downloads "$path" "$round"; done
+  read_ends_hwm dl
+done
+for path in "${PATHS[@]}"; do path_ready "$path" "after the last test" || true; done
 T_MEASURE=$((SECONDS - T_START))
 
-R[rss.tunnel.p]=$(vm_hwm_kib "${PID[p]}")
-R[rss.tunnel.c]=$(vm_hwm_kib "${PID[c]}")
-R[rss.tunnel]=$((${R[rss.tunnel.p]} + ${R[rss.tunnel.c]}))
-R[rss.direct]=$(vm_hwm_kib "${NGX_PIDS[@]}")
-log_warnings() { grep -cE ' (WARN|ERROR) ' "$LOGS/$1.log" 2>/dev/null || true; }
-LOG_WARNINGS="p $(log_warnings p), c $(log_warnings c) (in bench/.work/logs/)"
 threads_of() { awk '/^Threads:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo '?'; }
-THREADS="p $(threads_of "${PID[p]}"), c $(threads_of "${PID[c]}"), nginx ${#NGX_PIDS[@]} processes"
-for k in k1 k64; do
-  for s in direct tunnel; do
-    R[$k.$s.mibs]=$(awk -v r="${R[$k.$s.rps]:-0}" -v sz="$([ "$k" = k1 ] && echo "$SIZE_1K" || echo "$SIZE_64K")" \
-      'BEGIN { printf "%.1f", r * sz / 1048576 }')
-  done
-done
+THREADS_SEEN="p $(threads_of "${PID[p]}"), c $(threads_of "${PID[c]}"), nginx direct $(wc -w <<<"${PIDS_OF[nginx]}") processes"
+log_warnings() { grep -cE ' (WARN|ERROR) ' "$LOGS/$1.log" 2>/dev/null || true; }
+LOG_WARNINGS="p $(log_warnings p), c $(log_warnings c), p2 $(log_warnings p2), c2 $(log_warnings c2) (in bench/.work/logs/)"
 
 # ---------------------------------------------------------------- report
 
-ratio() { awk -v d="${1:-0}" -v t="${2:-0}" 'BEGIN { if (d + 0 > 0 && t != "") printf "%.2f×", t / d; else printf "n/a" }'; }
-# verdict RATIO-TEXT TARGET: met/missed for ratio >= TARGET
-verdict() { awk -v r="${1%×}" -v g="$2" 'BEGIN { if (r == "n/a" || r == "") print "n/a"; else print ((r + 0 >= g + 0) ? "met" : "MISSED") }'; }
-fmt() { awk -v v="${1:-}" -v p="$2" 'BEGIN { if (v == "" || v == "nan") print "n/a"; else printf "%.*f\n", p, v }'; }
-
-ROWS=() # "test|direct|tunnel|ratio|target|verdict"
-row() { ROWS+=("$1|$2|$3|$4|$5|$6"); }
-for k in k1 k64; do
-  name=$([ "$k" = k1 ] && echo '1 KiB GET' || echo '64 KiB GET')
-  target=$([ "$k" = k1 ] && echo "$TARGET_1K" || echo "$TARGET_64K")
-  r=$(ratio "${R[$k.direct.rps]}" "${R[$k.tunnel.rps]}")
-  row "$name, req/s" "$(fmt "${R[$k.direct.rps]}" 0)" "$(fmt "${R[$k.tunnel.rps]}" 0)" "$r" "≥ ${target}×" "$(verdict "$r" "$target")"
-  [ "$k" = k64 ] && row "$name, MiB/s" "$(fmt "${R[$k.direct.mibs]}" 1)" "$(fmt "${R[$k.tunnel.mibs]}" 1)" \
-    "$(ratio "${R[$k.direct.mibs]}" "${R[$k.tunnel.mibs]}")" "" ""
-  row "$name, p50 latency ms" "$(fmt "${R[$k.direct.p50]}" 2)" "$(fmt "${R[$k.tunnel.p50]}" 2)" \
-    "$(ratio "${R[$k.direct.p50]}" "${R[$k.tunnel.p50]}")" "" ""
-  row "$name, p99 latency ms" "$(fmt "${R[$k.direct.p99]}" 2)" "$(fmt "${R[$k.tunnel.p99]}" 2)" \
-    "$(ratio "${R[$k.direct.p99]}" "${R[$k.tunnel.p99]}")" "" ""
-done
-row "1 KiB GET over h2c (h2load), req/s" "$(fmt "${R[h2.direct.rps]:-}" 0)" "$(fmt "${R[h2.tunnel.rps]:-}" 0)" \
-  "$(ratio "${R[h2.direct.rps]:-}" "${R[h2.tunnel.rps]:-}")" "" ""
-r=$(ratio "${R[dl.direct.mibs]}" "${R[dl.tunnel.mibs]}")
-row "256 MiB download, MiB/s (median of $DL_RUNS)" "${R[dl.direct.mibs]}" "${R[dl.tunnel.mibs]}" "$r" "≥ ${TARGET_DL}×" "$(verdict "$r" "$TARGET_DL")"
-row "256 MiB download, server CPU-s/GiB" "${R[dl.direct.cpu]}" "${R[dl.tunnel.cpu]}" \
-  "$(ratio "${R[dl.direct.cpu]}" "${R[dl.tunnel.cpu]}")" "" ""
-rss_t=$(awk -v k="${R[rss.tunnel]}" 'BEGIN { printf "%.1f", k / 1024 }')
-rss_d=$(awk -v k="${R[rss.direct]}" 'BEGIN { printf "%.1f", k / 1024 }')
-rss_v=$(awk -v k="${R[rss.tunnel]}" -v g="$RSS_TARGET_MIB" 'BEGIN { print (k / 1024 < g ? "met" : "MISSED") }')
-row "peak RSS MiB (nginx all / p+c)" "$rss_d" "$rss_t (p $(awk -v k="${R[rss.tunnel.p]}" 'BEGIN { printf "%.1f", k / 1024 }') + c $(awk -v k="${R[rss.tunnel.c]}" 'BEGIN { printf "%.1f", k / 1024 }'))" \
-  "" "< $RSS_TARGET_MIB MiB" "$rss_v"
-
-# lpad/rpad WIDTH STR: pad by characters (printf's widths count bytes: wrong for ≥ and ×)
-lpad() {
-  local s=$2
-  while [ "${#s}" -lt "$1" ]; do s=" $s"; done
-  printf '%s' "$s"
+# stats ROW PATH [RATIO]: "median min max" over the rounds (of the ratio to direct in the
+# same round with RATIO=1); empty when no round has a number.
+stats() {
+  local row=$1 path=$2 ratio=${3:-0} round v d
+  for ((round = 1; round <= ROUNDS; round++)); do
+    v=${R[$row:$path:$round]:-}
+    [ -n "$v" ] || continue
+    if [ "$ratio" = 1 ]; then
+      d=${R[$row:direct:$round]:-}
+      [ -n "$d" ] || continue
+      awk -v v="$v" -v d="$d" 'BEGIN { if (d > 0) printf "%.4f\n", v / d }'
+    else
+      echo "$v"
+    fi
+  done | sort -g | awk '{ a[NR] = $1 } END { if (NR) print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2), a[1], a[NR] }'
 }
-rpad() {
-  local s=$2
-  while [ "${#s}" -lt "$1" ]; do s="$s "; done
-  printf '%s' "$s"
+# cell ROW PATH DECIMALS [RATIO]: "median (min–max)" (just the median with one round)
+cell() {
+  local s
+  s=$(stats "$1" "$2" "${4:-0}")
+  [ -n "$s" ] || { echo '–'; return 0; }
+  awk -v s="$s" -v p="$3" -v x="${4:-0}" 'BEGIN { split(s, a, " "); u = (x == 1 ? "×" : "")
+    if (a[2] == a[3]) printf "%.*f%s", p, a[1], u; else printf "%.*f%s (%.*f–%.*f)", p, a[1], u, p, a[2], p, a[3] }'
 }
-table_line() { printf '%s %s %s %s %s  %s\n' "$(rpad 44 "$1")" "$(lpad 10 "$2")" "$(lpad 24 "$3")" "$(lpad 8 "$4")" "$(lpad 11 "$5")" "$6"; }
-print_table() {
-  local IFS='|' a
+# latency ROW PATH: "p50 / p99" medians in ms
+latency() {
+  local a b
+  a=$(stats "$1.p50" "$2" | cut -d' ' -f1) b=$(stats "$1.p99" "$2" | cut -d' ' -f1)
+  [ -n "$a" ] || { echo '–'; return 0; }
+  awk -v a="$a" -v b="$b" 'BEGIN { printf "%.2f / %.2f", a, b }'
+}
+rss_cell() {
+  local k=${R[rss.$1:$2]:-}
+  [ -n "$k" ] || { echo '–'; return 0; }
+  awk -v k="$k" -v parts="${R[rss.$1.parts:$2]}" 'BEGIN { printf "%.0f (%s)", k / 1024, parts }'
+}
+
+md_tables() {
+  local path s
+  echo '### Throughput: median of the rounds (min–max); ×direct = ratio to nginx direct in the same round'
   echo
-  table_line TEST DIRECT TUNNEL RATIO TARGET RESULT
-  for line in "${ROWS[@]}"; do
-    read -r -a a <<<"$line"
-    table_line "${a[0]}" "${a[1]}" "${a[2]}" "${a[3]:-}" "${a[4]:-}" "${a[5]:-}"
+  echo '| path | 1 KiB, 64 conns, req/s | ×direct | 1 KiB, 1 conn, req/s | ×direct | 64 KiB, 64 conns, req/s | ×direct | one 256 MiB, MiB/s | ×direct | 8 × 256 MiB at once, MiB/s | ×direct |'
+  echo '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|'
+  for path in "${PATHS[@]}"; do
+    s=${STATUS[$path]:-}
+    if [ -n "$s" ] && [ -z "$(stats k1 "$path")" ]; then
+      printf '| %s | %s | | | | | | | | | |\n' "${LABEL[$path]}" "$s"
+      continue
+    fi
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${LABEL[$path]}${s:+ ($s)}" \
+      "$(cell k1 "$path" 0)" "$(cell k1 "$path" 2 1)" "$(cell k1c1 "$path" 0)" "$(cell k1c1 "$path" 2 1)" \
+      "$(cell k64 "$path" 0)" "$(cell k64 "$path" 2 1)" "$(cell dl1 "$path" 0)" "$(cell dl1 "$path" 2 1)" \
+      "$(cell dl8 "$path" 0)" "$(cell dl8 "$path" 2 1)"
   done
-  printf '\nCPU during each measurement (%% of one core; %s cores; machine %s%% busy before the run):\n' "$(nproc)" "$PRE_BUSY"
-  for label in "k1 direct" "k1 tunnel" "k64 direct" "k64 tunnel" "h2 direct" "h2 tunnel" "256 MiB direct" "256 MiB tunnel"; do
-    [ -n "${CPU[$label]:-}" ] && printf '  %-16s %s\n' "$label" "${CPU[$label]}"
-  done
-  printf '  threads at the end: %s\n' "$THREADS"
-  printf '  WARN/ERROR log lines: %s\n' "$LOG_WARNINGS"
-  return 0
-}
-
-md_table() {
-  local IFS='|' a
-  echo '| test | direct (nginx) | tunnel (p+c) | tunnel/direct | target | result |'
-  echo '| --- | ---: | ---: | ---: | --- | --- |'
-  for line in "${ROWS[@]}"; do
-    read -r -a a <<<"$line"
-    printf '| %s | %s | %s | %s | %s | %s |\n' "${a[0]}" "${a[1]}" "${a[2]}" "${a[3]:-}" "${a[4]:-}" "${a[5]:-}"
+  echo
+  echo '### Latency (wrk, ms, p50 / p99, medians) and cost'
+  echo
+  echo '| path | 1 KiB, 64 conns | 1 KiB, 1 conn | 64 KiB, 64 conns | CPU-s/GiB, all server processes | CPU-s/GiB, the ends only | peak RSS MiB, small requests (ends) | peak RSS MiB, downloading (ends) |'
+  echo '|---|---:|---:|---:|---:|---:|---:|---:|'
+  for path in "${PATHS[@]}"; do
+    s=${STATUS[$path]:-}
+    if [ -n "$s" ] && [ -z "$(stats k1 "$path")" ]; then
+      printf '| %s | %s | | | | | | |\n' "${LABEL[$path]}" "$s"
+      continue
+    fi
+    printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' "${LABEL[$path]}" \
+      "$(latency k1 "$path")" "$(latency k1c1 "$path")" "$(latency k64 "$path")" \
+      "$(cell cpu "$path" 2)" "$(if [ "$path" = direct ]; then echo '–'; else cell cpuend "$path" 2; fi)" \
+      "$(rss_cell small "$path")" "$(rss_cell dl "$path")"
   done
 }
 
 tool_version() { "$@" 2>&1 | head -n 1 || true; }
-{
+REPORT=$(
   echo "# revmux benchmark results"
   echo
   echo "$(date -u '+%Y-%m-%d %H:%M:%S UTC'), commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(
     [ -n "$(git -C "$REPO" status --porcelain --untracked-files=no 2>/dev/null)" ] && echo ' (work tree has uncommitted changes)')"
   echo
-  echo "Command: \`$CMDLINE\` (each measurement ${SECS} s after a ${WARM} s warm-up; measurements took ${T_MEASURE} s)"
+  echo "Command: \`$CMDLINE\` ($ROUNDS round(s); each wrk measurement ${SECS} s after a ${WARM} s warm-up; measurements took ${T_MEASURE} s)"
   echo
-  md_table
+  md_tables
   echo
-  echo "Ratios are tunnel/direct: higher is better for req/s and MiB/s, lower is better for latency, CPU and RSS."
-  echo "Direct = nginx serving the same files on loopback; tunnel = client → p front end → TLS + HTTP/2 tunnel → c → files."
-  echo
-  echo "## CPU during each measurement (% of one core)"
-  echo
-  echo "The machine was ${PRE_BUSY}% busy (all cores) in the second before the benchmark."
-  echo
-  for label in "k1 direct" "k1 tunnel" "k64 direct" "k64 tunnel" "h2 direct" "h2 tunnel" "256 MiB direct" "256 MiB tunnel"; do
-    [ -n "${CPU[$label]:-}" ] && echo "- $label: ${CPU[$label]}"
-  done
-  echo "- threads at the end: $THREADS"
-  echo "- WARN/ERROR log lines: $LOG_WARNINGS"
+  echo "- Load: \`wrk -t2 -c64\` (1 KiB and 64 KiB), \`wrk -t1 -c1\` (one connection), \`-d${SECS}s --latency\`; \`curl -o /dev/null\` for one 256 MiB download, then $PARALLEL_DL curls at once (MiB/s = all bytes / wall time), after one warm-up download."
+  echo "- CPU-s/GiB: utime+stime of the path's processes over the $((PARALLEL_DL + 1)) downloads of a round, per GiB delivered. \"All server processes\" includes the nginx a path fronts (bore, rathole, the hop, revmux \`--upstream\`), so every path is charged for serving the bytes; \"the ends only\" is the tunnel's (or hop's) own processes."
+  echo "- Peak RSS: VmHWM of the ends (MiB, the two ends in brackets: p + c, server + client; nginx: all processes), reset with clear_refs before each phase$([ "$HWM_RESET" = 0 ] && echo ' (the reset was refused here: the numbers are peaks since start)'); the maximum over the rounds."
+  echo "- p and c run with \`--threads $THREADS\` (0 = one worker per core, their default); threads at the end: $THREADS_SEEN. WARN/ERROR log lines: $LOG_WARNINGS."
+  echo "- The load generators share the machine's $(nproc) cores with every server; the machine was ${PRE_BUSY}% busy in the second before the run."
   echo
   echo "## Machine"
   echo
   echo "- $(nproc) cores, $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1), $(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) RAM"
   echo "- kernel $(uname -r), $(sed -n 's/^PRETTY_NAME="\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' /etc/os-release 2>/dev/null)"
-  echo "- $(tool_version wrk -v)"
-  echo "- $(tool_version h2load --version)"
-  echo "- nginx $NGX_VER (worker_processes auto, sendfile on, tcp_nopush on, access_log off)"
-  echo "- $(tool_version curl --version)"
+  echo "- $(tool_version wrk -v), $(tool_version curl --version | cut -d' ' -f1-2), nginx $NGX_VER (worker_processes auto, sendfile on, tcp_nopush on, access_log off)"
   echo "- p: $(tool_version "$BIN/p" --version); c: $(tool_version "$BIN/c" --version)"
-  echo
-  echo "Tools: \`wrk ${WRK_ARGS[*]} -d${SECS}s --latency\`, \`h2load ${H2_ARGS[*]} -n N\` (h2c prior knowledge; N = the rate of a ${WARM} s warm-up × ${SECS} s), \`curl -o /dev/null -w %{speed_download}\` ×$DL_RUNS."
-  echo "Client and servers share the $(nproc) cores. Raw outputs: bench/.work/raw/, logs: bench/.work/logs/."
+  if [ -x "$TOOLS/bin/bore" ]; then echo "- $(tool_version "$TOOLS/bin/bore" --version) (cargo install bore-cli)"; fi
+  if [ -x "$TOOLS/bin/rathole" ]; then echo "- rathole $("$TOOLS/bin/rathole" --version 2>&1 | sed -n 's/^Build Version: *//p') (cargo install rathole)"; fi
+  for f in "$TOOLS"/*.unlocked; do [ -f "$f" ] && echo "- $(<"$f")"; done
+  if [ "${#PEER_ERRORS[@]}" -gt 0 ]; then
+    echo
+    echo "## Problems with the peers (not counted as failures)"
+    echo
+    printf -- '- %s\n' "${PEER_ERRORS[@]}"
+  fi
   if [ "${#ERRORS[@]}" -gt 0 ]; then
     echo
     echo "## ERRORS"
     echo
     printf -- '- %s\n' "${ERRORS[@]}"
   fi
-} >"$RESULTS_MD"
+)
+printf '%s\n' "$REPORT" >"$RESULTS_MD"
 
-print_table
 echo
-echo "Markdown: $RESULTS_MD"
+md_tables
+echo
+echo "Markdown, with the machine and the command: $RESULTS_MD"
+if [ "${#PEER_ERRORS[@]}" -gt 0 ]; then
+  printf 'peer problem (not a failure): %s\n' "${PEER_ERRORS[@]}" >&2
+fi
 if [ "${#ERRORS[@]}" -gt 0 ]; then
   echo >&2
   printf 'ERROR: %s\n' "${ERRORS[@]}" >&2
