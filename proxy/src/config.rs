@@ -32,16 +32,18 @@ pub struct Cli {
     #[arg(long, env = "REVMUX_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Front-end address, where browsers, media players and curl connect.
-    #[arg(long, env = "REVMUX_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:1443")]
+    /// Front-end address, where browsers, media players and curl connect. Listen addresses take
+    /// PORT or :PORT (127.0.0.1), HOST:PORT (names resolved), IP:PORT or [IPv6]:PORT;
+    /// 0.0.0.0:PORT or [::]:PORT for every interface.
+    #[arg(long, env = "REVMUX_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:1443", value_parser = common::cli::listen_addr)]
     pub listen: SocketAddr,
 
     /// Tunnel address, where origins dial in over TLS.
-    #[arg(long, env = "REVMUX_TUNNEL_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:1444")]
+    #[arg(long, env = "REVMUX_TUNNEL_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:1444", value_parser = common::cli::listen_addr)]
     pub tunnel_listen: SocketAddr,
 
     /// Admin address serving GET /status (JSON) and GET /metrics (Prometheus). Keep it private.
-    #[arg(long, env = "REVMUX_ADMIN_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:1445", global = true)]
+    #[arg(long, env = "REVMUX_ADMIN_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:1445", global = true, value_parser = common::cli::listen_addr)]
     pub admin_listen: SocketAddr,
 
     /// Serve the front end over TLS (ALPN h2 and http/1.1) with the same certificate as the tunnel port.

@@ -81,19 +81,21 @@ async fn async_main(cli: Cli) -> i32 {
             }
         };
     }
+    // Bind first: a proxy that cannot start (a second `p` in the same directory, a port in
+    // use) must fail before it writes anything into --certs-dir.
+    let listeners = match proxy::Listeners::bind(cli.listen, cli.tunnel_listen, cli.admin_listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return if e.source.kind() == std::io::ErrorKind::InvalidInput { EX_USAGE } else { 1 };
+        }
+    };
     let settings = match config::resolve(&cli) {
         Ok(s) => s,
         Err(LoadError::Flag(e)) => cli::usage_error(e.flag, e.message),
         Err(LoadError::Config(e)) => {
             eprintln!("error: {e}");
             return EX_USAGE;
-        }
-    };
-    let listeners = match proxy::Listeners::bind(cli.listen, cli.tunnel_listen, cli.admin_listen).await {
-        Ok(l) => l,
-        Err((flag, e)) => {
-            eprintln!("error: cannot listen on the {flag} address: {e}");
-            return if e.kind() == std::io::ErrorKind::InvalidInput { EX_USAGE } else { 1 };
         }
     };
     for note in &settings.notes {
