@@ -44,6 +44,8 @@ pub struct ServerCert {
     pub ca: PathBuf,
     /// True when this call created the CA (a first start).
     pub created_ca: bool,
+    /// The names and addresses the server certificate covers.
+    pub names: Vec<String>,
 }
 
 /// Make sure `dir` holds a CA (created once, kept across restarts so origins keep trusting it)
@@ -93,7 +95,7 @@ pub fn ensure_server_cert(dir: &Path, hostnames: &[String]) -> Result<ServerCert
     let key_path = dir.join(SERVER_KEY_FILE);
     write_private(&key_path, key.serialize_pem().as_bytes())?;
     write_public(&cert_path, cert.pem().as_bytes())?;
-    Ok(ServerCert { cert: cert_path, key: key_path, ca: ca_cert_path, created_ca })
+    Ok(ServerCert { cert: cert_path, key: key_path, ca: ca_cert_path, created_ca, names })
 }
 
 /// Read the token from `dir/token`, creating a random one (mode 0600) if there is none.

@@ -21,8 +21,13 @@ pub fn parse_or_exit<T: Parser>() -> T {
 }
 
 /// Report a flag whose value parsed but cannot be used, and exit 64.
+/// A [`UsageError`] with no flag to blame (see [`missing`]) prints its message alone.
 pub fn usage_error(flag: &str, message: impl std::fmt::Display) -> ! {
-    eprintln!("error: invalid value for {flag}: {message}");
+    if flag.is_empty() {
+        eprintln!("error: {message}");
+    } else {
+        eprintln!("error: invalid value for {flag}: {message}");
+    }
     std::process::exit(EX_USAGE);
 }
 
@@ -35,6 +40,12 @@ pub struct UsageError {
 
 pub fn usage(flag: &'static str, message: impl std::fmt::Display) -> UsageError {
     UsageError { flag, message: message.to_string() }
+}
+
+/// Something missing that no single flag is wrong about (e.g. the proxy has not created its
+/// files yet); the message says what to do.
+pub fn missing(message: impl std::fmt::Display) -> UsageError {
+    UsageError { flag: "", message: message.to_string() }
 }
 
 /// The token given explicitly with `--token` or `--token-file`, if either was.
@@ -85,10 +96,8 @@ pub fn listen_addr(s: &str) -> Result<SocketAddr, String> {
     if host.is_empty() || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_') {
         return Err(bad(format!("{host:?} is not a host name or IP address")));
     }
-    let found: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| bad(format!("cannot resolve {host:?}: {e}")))?
-        .collect();
+    let found: Vec<SocketAddr> =
+        (host, port).to_socket_addrs().map_err(|e| bad(format!("cannot resolve {host:?}: {e}")))?.collect();
     found
         .iter()
         .find(|a| a.is_ipv4())

@@ -114,6 +114,9 @@ pub async fn run(proxy: Arc<Proxy>, listeners: Listeners, tls: Tls, shutdown: Ca
     let graceful = Arc::new(GracefulShutdown::new());
     let close_tunnels = CancellationToken::new();
 
+    if let Ok(addr) = listeners.frontend.local_addr() {
+        let _ = proxy.front_end.set((addr, if tls.frontend.is_some() { "https" } else { "http" }));
+    }
     proxy.tls.store(Some(Arc::new(tls)));
     tracker.spawn(proxy.stalls.clone().run(shutdown.clone()));
     let frontend = {

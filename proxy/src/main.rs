@@ -76,7 +76,7 @@ async fn async_main(cli: Cli) -> i32 {
                 0
             }
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {e:#}\n{}", proxy::admin::status_hint(cli.admin_listen));
                 1
             }
         };
@@ -101,7 +101,7 @@ async fn async_main(cli: Cli) -> i32 {
     for note in &settings.notes {
         tracing::info!("{note}");
     }
-    let config::Settings { sources, loaded, limits, .. } = settings;
+    let config::Settings { sources, loaded, limits, ca, cert_names, .. } = settings;
     let scheme = if loaded.tls.frontend.is_some() { "https" } else { "http" };
     tracing::info!(
         front_end = %format!("{scheme}://{}", local(&listeners.frontend)),
@@ -110,6 +110,10 @@ async fn async_main(cli: Cli) -> i32 {
         routes = loaded.table.routes.len(),
         "proxy listening"
     );
+    if let Ok(tunnel) = listeners.tunnel.local_addr() {
+        let command = config::origin_command(tunnel, &cert_names, ca.as_deref(), &sources.token);
+        tracing::info!("next: connect an origin (here, or elsewhere with copies of the CA and token files): {command}");
+    }
     let tls = loaded.tls.clone();
     let proxy = proxy::Proxy::with_config(loaded.credentials, loaded.table, limits);
     let shutdown = CancellationToken::new();
