@@ -86,6 +86,13 @@ check_match "and says another process holds the port" 'another process holds thi
 check_eq "the running proxy's certificate, key, CA and token are untouched" "$before" \
   "$(sha256sum certs/server.pem certs/server-key.pem certs/ca.pem certs/ca-key.pem certs/token)"
 fetch_check "the running pair still serves" "http://127.0.0.1:$fp/hello.txt" "$home/root/hello.txt"
+# One on free ports but with a bad config file fails before issuing a certificate.
+printf '[[route]]\nbogus = 1\n' >"$T/bad.toml"
+"$P_BIN" --listen "${PORTS[3]}" --tunnel-listen "${PORTS[4]}" --admin-listen "${PORTS[5]}" --config "$T/bad.toml" \
+  >"$T/p-badconf.out" 2>&1
+check_eq "a p with a bad config file in the same directory exits 64" 64 "$?"
+check_eq "and it too leaves the certificate files untouched" "$before" \
+  "$(sha256sum certs/server.pem certs/server-key.pem certs/ca.pem certs/ca-key.pem certs/token)"
 
 # --- [v6]:PORT, when this machine has IPv6 loopback ----------------------------------------
 if python3 -c 'import socket; s=socket.socket(socket.AF_INET6); s.bind(("::1", 0))' 2>/dev/null; then

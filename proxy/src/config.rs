@@ -251,6 +251,32 @@ pub fn resolve(cli: &Cli) -> Result<Settings, LoadError> {
     let mut notes = Vec::new();
     let mut cert_names = Vec::new();
     let mut ca = None;
+    let token = match (&cli.token, &cli.token_file) {
+        (Some(_), _) => match common::cli::explicit_token(cli.token.as_deref(), None)? {
+            Some(t) => TokenSource::Given(t),
+            None => return Err(usage("--token", "the token is empty").into()),
+        },
+        (None, Some(path)) => {
+            common::cli::explicit_token(None, Some(path))?;
+            TokenSource::File(path.clone())
+        }
+        (None, None) => {
+            let (_, path, created) = certs::ensure_token(&cli.certs_dir).map_err(|e| usage("--certs-dir", e))?;
+            let verb = if created { "created" } else { "using" };
+            notes.push(format!("{verb} the origin token in {} (mode 0600; never logged)", path.display()));
+            TokenSource::File(path)
+        }
+    };
+    if let Some(config) = &cli.config {
+        notes.push(format!("routes and origin tokens from {} (reloaded on SIGHUP and on change)", config.display()));
+        // Checked before the certificate is issued: a proxy that will not start on a bad
+        // config file must not have rewritten anything in --certs-dir.
+        let default_token = match &token {
+            TokenSource::Given(t) => t.clone(),
+            TokenSource::File(path) => certs::read_token_file(path).map_err(|e| usage("--token-file", e))?,
+        };
+        crate::config_file::load(config, &default_token)?;
+    }
     let (cert_flag, cert, key) = match (&cli.cert, &cli.key) {
         (Some(cert), Some(key)) => ("--cert", cert.clone(), key.clone()),
         _ => {
@@ -270,25 +296,6 @@ pub fn resolve(cli: &Cli) -> Result<Settings, LoadError> {
             ("--certs-dir", issued.cert, issued.key)
         }
     };
-    let token = match (&cli.token, &cli.token_file) {
-        (Some(_), _) => match common::cli::explicit_token(cli.token.as_deref(), None)? {
-            Some(t) => TokenSource::Given(t),
-            None => return Err(usage("--token", "the token is empty").into()),
-        },
-        (None, Some(path)) => {
-            common::cli::explicit_token(None, Some(path))?;
-            TokenSource::File(path.clone())
-        }
-        (None, None) => {
-            let (_, path, created) = certs::ensure_token(&cli.certs_dir).map_err(|e| usage("--certs-dir", e))?;
-            let verb = if created { "created" } else { "using" };
-            notes.push(format!("{verb} the origin token in {} (mode 0600; never logged)", path.display()));
-            TokenSource::File(path)
-        }
-    };
-    if let Some(config) = &cli.config {
-        notes.push(format!("routes and origin tokens from {} (reloaded on SIGHUP and on change)", config.display()));
-    }
     let sources = Sources { cert_flag, cert, key, frontend_tls: cli.tls, token, config: cli.config.clone() };
     let loaded = sources.load()?;
     let limits = crate::Limits {
