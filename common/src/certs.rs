@@ -222,6 +222,17 @@ mod tests {
         assert_eq!(token, again);
     }
 
+    /// What an origin uses to check the proxy: a verifier that trusts only the CAs in `ca`.
+    fn verifier_trusting(ca: &Path) -> std::sync::Arc<rustls::client::WebPkiServerVerifier> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in crate::tls::load_certs(ca).unwrap() {
+            roots.add(c).unwrap();
+        }
+        rustls::client::WebPkiServerVerifier::builder_with_provider(roots.into(), crate::tls::provider())
+            .build()
+            .unwrap()
+    }
+
     #[test]
     fn issued_certificate_verifies_against_the_ca() {
         use rustls::client::danger::ServerCertVerifier;
@@ -229,14 +240,7 @@ mod tests {
         let _first = ensure_server_cert(dir.path(), &["media.example.test".into()]).unwrap();
         // Issue again so the leaf is signed by a CA loaded from disk, not the one just made.
         let issued = ensure_server_cert(dir.path(), &["media.example.test".into()]).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        for c in crate::tls::load_certs(&issued.ca).unwrap() {
-            roots.add(c).unwrap();
-        }
-        let verifier =
-            rustls::client::WebPkiServerVerifier::builder_with_provider(roots.into(), crate::tls::provider())
-                .build()
-                .unwrap();
+        let verifier = verifier_trusting(&issued.ca);
         let leaf = crate::tls::load_certs(&issued.cert).unwrap();
         let now = rustls_pki_types::UnixTime::now();
         for name in ["localhost", "127.0.0.1", "::1", "media.example.test"] {
@@ -256,14 +260,7 @@ mod tests {
         let ours = ensure_server_cert(a.path(), &[]).unwrap();
         let theirs = ensure_server_cert(b.path(), &[]).unwrap();
         assert_ne!(fs::read(&ours.ca).unwrap(), fs::read(&theirs.ca).unwrap());
-        let mut roots = rustls::RootCertStore::empty();
-        for c in crate::tls::load_certs(&theirs.ca).unwrap() {
-            roots.add(c).unwrap();
-        }
-        let verifier =
-            rustls::client::WebPkiServerVerifier::builder_with_provider(roots.into(), crate::tls::provider())
-                .build()
-                .unwrap();
+        let verifier = verifier_trusting(&theirs.ca);
         let leaf = crate::tls::load_certs(&ours.cert).unwrap();
         let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
         let err = verifier

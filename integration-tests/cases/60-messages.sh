@@ -12,6 +12,16 @@
 . "$(dirname "$0")/../lib.sh"
 require_selfhosted "starts its own p and c, some of them misconfigured"
 
+# error_logged LOG PATTERN WHAT: within 15 s, LOG has an ERROR line matching PATTERN (ERE).
+_error_in() { grep 'ERROR' "$1" | grep -qE -- "$2"; }
+error_logged() {
+  if wait_until 15 _error_in "$1" "$2"; then
+    pass "$3"
+  else
+    fail "$3" "an ERROR line with /$2/" "$(oneline "$(tail -n 1 "$1")")"
+  fi
+}
+
 home=$T/home
 rm -rf "$home"
 mkdir -p "$home/root"
@@ -111,13 +121,8 @@ fi
 
 # --- c pointed at the plain front end -----------------------------------------------------
 start_bg c-front "$LOGS/c-front.log" "$C_BIN" --proxy "localhost:$fp" --root root --name front
-_front_err() { grep 'ERROR' "$LOGS/c-front.log" | grep -q 'answered plain HTTP'; }
-if wait_until 15 _front_err; then
-  pass "c pointed at the front end logs at ERROR that the port answered plain HTTP"
-else
-  fail "c pointed at the front end logs at ERROR that the port answered plain HTTP" "such a line" \
-    "$(oneline "$(tail -n 1 "$LOGS/c-front.log")")"
-fi
+error_logged "$LOGS/c-front.log" 'answered plain HTTP' \
+  "c pointed at the front end logs at ERROR that the port answered plain HTTP"
 check_match "and names the tunnel flag and its default port" '--tunnel-listen \(default 1444\)' \
   "$(grep -m1 'answered plain HTTP' "$LOGS/c-front.log")"
 stop_proc c-front
@@ -146,24 +151,13 @@ check_eq "https on the same port still works (502: no origin yet)" 502 \
 
 start_bg c-tlsfront "$LOGS/c-tlsfront.log" "$C_BIN" --proxy "localhost:${PORTS[3]}" --root root --name tlsfront \
   --ca "$T/other/certs/ca.pem" --token-file "$T/other/certs/token"
-_tlsfront_err() { grep 'ERROR' "$LOGS/c-tlsfront.log" | grep -q "front-end port, not its tunnel port"; }
-if wait_until 15 _tlsfront_err; then
-  pass "c pointed at a TLS front end logs at ERROR that it is the front-end port"
-else
-  fail "c pointed at a TLS front end logs at ERROR that it is the front-end port" "such a line" \
-    "$(oneline "$(tail -n 1 "$LOGS/c-tlsfront.log")")"
-fi
+error_logged "$LOGS/c-tlsfront.log" 'front-end port, not its tunnel port' \
+  "c pointed at a TLS front end logs at ERROR that it is the front-end port"
 stop_proc c-tlsfront
 
 start_bg c-wrongca "$LOGS/c-wrongca.log" "$C_BIN" --proxy "localhost:${PORTS[4]}" --root root --name wrongca \
   --token-file "$T/other/certs/token"
-_wrongca() { grep 'ERROR' "$LOGS/c-wrongca.log" | grep -q 'UnknownIssuer'; }
-if wait_until 15 _wrongca; then
-  pass "c holding another proxy's ca.pem logs UnknownIssuer at ERROR"
-else
-  fail "c holding another proxy's ca.pem logs UnknownIssuer at ERROR" "UnknownIssuer" \
-    "$(oneline "$(tail -n 1 "$LOGS/c-wrongca.log")")"
-fi
+error_logged "$LOGS/c-wrongca.log" 'UnknownIssuer' "c holding another proxy's ca.pem logs UnknownIssuer at ERROR"
 check_match "and says to copy this proxy's ca.pem and pass --ca" "Copy this proxy's current ca\.pem.*--ca" \
   "$(grep -m1 'UnknownIssuer' "$LOGS/c-wrongca.log")"
 stop_proc c-wrongca

@@ -198,19 +198,18 @@ mod tests {
         })
     }
 
+    fn table(routes: Vec<Arc<Route>>) -> Table {
+        Table { routes, trusted_proxies: vec![], source: "test".into(), max_waiting: Default::default() }
+    }
+
     #[test]
     fn urls_of_an_origin_come_from_its_routes_and_the_front_end() {
-        let table = Table {
-            routes: vec![
-                route("media.example.com", "/", "media"),
-                route("*.example.com", "/", "media"),
-                route("", "/photos", "media"),
-                route("", "/", "other"),
-            ],
-            trusted_proxies: vec![],
-            source: "test".into(),
-            max_waiting: Default::default(),
-        };
+        let table = table(vec![
+            route("media.example.com", "/", "media"),
+            route("*.example.com", "/", "media"),
+            route("", "/photos", "media"),
+            route("", "/", "other"),
+        ]);
         let front = "0.0.0.0:443".parse().expect("address");
         assert_eq!(
             table.urls_for("media", "https", front, 8),
@@ -226,17 +225,12 @@ mod tests {
 
     #[test]
     fn first_matching_route_wins_on_host_and_whole_segments() {
-        let table = Table {
-            routes: vec![
-                route("media.example.com", "/api", "api"),
-                route("media.example.com", "/", "media"),
-                route("*.example.com", "/", "wild"),
-                route("", "/", "rest"),
-            ],
-            trusted_proxies: vec![],
-            source: "test".into(),
-            max_waiting: Default::default(),
-        };
+        let table = table(vec![
+            route("media.example.com", "/api", "api"),
+            route("media.example.com", "/", "media"),
+            route("*.example.com", "/", "wild"),
+            route("", "/", "rest"),
+        ]);
         let pick = |h: &str, p: &str| table.lookup(h, p).map(|(i, r)| (i, r.name.clone()));
         assert_eq!(pick("media.example.com", "/api/x"), Some((0, "api".into())));
         assert_eq!(pick("MEDIA.example.com", "/api"), Some((0, "api".into())));
