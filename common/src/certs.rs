@@ -30,6 +30,8 @@ pub enum CertError {
     EmptyToken { path: PathBuf },
     #[error("CA key {path} is unusable: {source}")]
     CaKey { path: PathBuf, source: rcgen::Error },
+    #[error("CA certificate {path} is unusable: {source}; move it and its key away to create a new CA (origins then need the new ca.pem)")]
+    CaCert { path: PathBuf, source: rcgen::Error },
     #[error("cannot issue a certificate for {names:?}: {source}")]
     Issue { names: Vec<String>, source: rcgen::Error },
 }
@@ -42,6 +44,8 @@ pub struct ServerCert {
     pub ca: PathBuf,
     /// True when this call created the CA (a first start).
     pub created_ca: bool,
+    /// The names and addresses the server certificate covers.
+    pub names: Vec<String>,
 }
 
 /// Make sure `dir` holds a CA (created once, kept across restarts so origins keep trusting it)
@@ -53,20 +57,23 @@ pub fn ensure_server_cert(dir: &Path, hostnames: &[String]) -> Result<ServerCert
     create_private_dir(dir)?;
     let ca_cert_path = dir.join(CA_CERT_FILE);
     let ca_key_path = dir.join(CA_KEY_FILE);
-    let (ca_key, created_ca) = if ca_cert_path.exists() && ca_key_path.exists() {
+    let (issuer, created_ca) = if ca_cert_path.exists() && ca_key_path.exists() {
         let pem = read_to_string(&ca_key_path)?;
         let key = KeyPair::from_pem(&pem).map_err(|source| CertError::CaKey { path: ca_key_path.clone(), source })?;
-        (key, false)
+        // The issuer's name and key identifier come from the stored CA certificate, so a CA
+        // made by an older version (one fixed subject for all) keeps issuing valid leaves.
+        let ca_pem = read_to_string(&ca_cert_path)?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, key)
+            .map_err(|source| CertError::CaCert { path: ca_cert_path.clone(), source })?;
+        (issuer, false)
     } else {
+        let params = ca_params(&ca_suffix());
         let key = KeyPair::generate().map_err(|source| issue_err(&["revmux local CA"], source))?;
-        let cert = ca_params().self_signed(&key).map_err(|source| issue_err(&["revmux local CA"], source))?;
+        let cert = params.self_signed(&key).map_err(|source| issue_err(&["revmux local CA"], source))?;
         write_private(&ca_key_path, key.serialize_pem().as_bytes())?;
         write_public(&ca_cert_path, cert.pem().as_bytes())?;
-        (key, true)
+        (Issuer::new(params, key), true)
     };
-    // The issuer is rebuilt from the same fixed parameters, so its name and key identifier
-    // match the stored CA certificate without parsing it.
-    let issuer = Issuer::new(ca_params(), ca_key);
 
     let mut names: Vec<String> = DEFAULT_NAMES.iter().map(|s| s.to_string()).collect();
     for name in hostnames {
@@ -88,7 +95,7 @@ pub fn ensure_server_cert(dir: &Path, hostnames: &[String]) -> Result<ServerCert
     let key_path = dir.join(SERVER_KEY_FILE);
     write_private(&key_path, key.serialize_pem().as_bytes())?;
     write_public(&cert_path, cert.pem().as_bytes())?;
-    Ok(ServerCert { cert: cert_path, key: key_path, ca: ca_cert_path, created_ca })
+    Ok(ServerCert { cert: cert_path, key: key_path, ca: ca_cert_path, created_ca, names })
 }
 
 /// Read the token from `dir/token`, creating a random one (mode 0600) if there is none.
@@ -120,10 +127,18 @@ pub fn generate_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn ca_params() -> CertificateParams {
+/// A random tag for a new CA's subject. Every generated CA has its own name, so an origin
+/// holding another proxy's ca.pem fails with `UnknownIssuer` (no CA of that name), not with
+/// `BadSignature` (a CA of that name whose key does not match).
+fn ca_suffix() -> String {
+    let bytes: [u8; 4] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn ca_params(suffix: &str) -> CertificateParams {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "revmux local CA");
+    dn.push(DnType::CommonName, format!("revmux local CA {suffix}"));
     dn.push(DnType::OrganizationName, "revmux");
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -207,6 +222,17 @@ mod tests {
         assert_eq!(token, again);
     }
 
+    /// What an origin uses to check the proxy: a verifier that trusts only the CAs in `ca`.
+    fn verifier_trusting(ca: &Path) -> std::sync::Arc<rustls::client::WebPkiServerVerifier> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in crate::tls::load_certs(ca).unwrap() {
+            roots.add(c).unwrap();
+        }
+        rustls::client::WebPkiServerVerifier::builder_with_provider(roots.into(), crate::tls::provider())
+            .build()
+            .unwrap()
+    }
+
     #[test]
     fn issued_certificate_verifies_against_the_ca() {
         use rustls::client::danger::ServerCertVerifier;
@@ -214,14 +240,7 @@ mod tests {
         let _first = ensure_server_cert(dir.path(), &["media.example.test".into()]).unwrap();
         // Issue again so the leaf is signed by a CA loaded from disk, not the one just made.
         let issued = ensure_server_cert(dir.path(), &["media.example.test".into()]).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        for c in crate::tls::load_certs(&issued.ca).unwrap() {
-            roots.add(c).unwrap();
-        }
-        let verifier =
-            rustls::client::WebPkiServerVerifier::builder_with_provider(roots.into(), crate::tls::provider())
-                .build()
-                .unwrap();
+        let verifier = verifier_trusting(&issued.ca);
         let leaf = crate::tls::load_certs(&issued.cert).unwrap();
         let now = rustls_pki_types::UnixTime::now();
         for name in ["localhost", "127.0.0.1", "::1", "media.example.test"] {
@@ -232,6 +251,22 @@ mod tests {
         }
         let other = rustls_pki_types::ServerName::try_from("evil.test").unwrap();
         assert!(verifier.verify_server_cert(&leaf[0], &[], &other, &[], now).is_err());
+    }
+
+    #[test]
+    fn another_proxys_ca_reads_unknown_issuer() {
+        use rustls::client::danger::ServerCertVerifier;
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let ours = ensure_server_cert(a.path(), &[]).unwrap();
+        let theirs = ensure_server_cert(b.path(), &[]).unwrap();
+        assert_ne!(fs::read(&ours.ca).unwrap(), fs::read(&theirs.ca).unwrap());
+        let verifier = verifier_trusting(&theirs.ca);
+        let leaf = crate::tls::load_certs(&ours.cert).unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let err = verifier
+            .verify_server_cert(&leaf[0], &[], &name, &[], rustls_pki_types::UnixTime::now())
+            .expect_err("signed by another CA");
+        assert_eq!(err, rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer));
     }
 
     #[test]

@@ -23,6 +23,12 @@ pub const INSTANCE_HEADER: &str = "revmux-instance";
 pub const SERVICE_HEADER: &str = "revmux-service";
 /// The name of an origin's one service today (its `--root` or `--upstream`).
 pub const DEFAULT_SERVICE: &str = "default";
+/// Header of the `101` answer, one per URL: where front-end clients reach the origin that asked
+/// (from the proxy's front-end address and its routes). A URL whose host is `0.0.0.0` or `[::]`
+/// means "the host you dialed": the proxy listens on every address.
+pub const URL_HEADER: &str = "revmux-url";
+/// Most `revmux-url` values the proxy sends.
+pub const MAX_URLS: usize = 8;
 /// Longest instance id accepted.
 pub const MAX_INSTANCE_LEN: usize = 64;
 /// Longest origin name accepted (a DNS label's limit, so a name can become a host name later).
@@ -211,6 +217,15 @@ pub fn check_tunnel_request(req: &request::Parts, credentials: &dyn Credentials)
     }
 }
 
+/// Whether a request looks like an origin asking for a tunnel (on whichever port it arrived):
+/// the tunnel path and an `Upgrade` to any revmux version.
+pub fn is_tunnel_request(req: &request::Parts) -> bool {
+    req.uri.path() == TUNNEL_PATH
+        && req.headers.get_all(header::UPGRADE).iter().any(|v| {
+            v.to_str().is_ok_and(|v| v.split(',').any(|p| p.trim().to_ascii_lowercase().starts_with(PROTOCOL_NAME)))
+        })
+}
+
 fn valid_instance(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_INSTANCE_LEN
@@ -325,6 +340,14 @@ mod tests {
         let mut p = parts(good());
         p.headers.remove(header::CONNECTION);
         assert!(matches!(check_tunnel_request(&p, &Secret::new("s3cret")), Err(Rejection::Malformed(_))));
+    }
+
+    #[test]
+    fn recognises_a_tunnel_request_on_any_port() {
+        assert!(is_tunnel_request(&parts(good())));
+        let get = Request::get("/revmux/tunnel").header(header::UPGRADE, "websocket").body(()).expect("request");
+        assert!(!is_tunnel_request(&parts(get)));
+        assert!(!is_tunnel_request(&parts(Request::get("/").body(()).expect("request"))));
     }
 
     #[test]

@@ -152,13 +152,7 @@ pub fn resolve(cli: &Cli) -> Result<Settings, UsageError> {
         None => {
             let path = cli.certs_dir.join(certs::TOKEN_FILE);
             if !path.is_file() {
-                return Err(usage(
-                    "--token",
-                    format!(
-                        "no token given and no {} found; pass --token-file with a copy of the proxy's token file",
-                        path.display()
-                    ),
-                ));
+                return Err(common::cli::missing(no_token_message(&cli.certs_dir, &proxy.authority)));
             }
             notes.push(format!("using the token in {}", path.display()));
             certs::read_token_file(&path).map_err(|e| usage("--certs-dir", e))?
@@ -178,9 +172,32 @@ pub fn resolve(cli: &Cli) -> Result<Settings, UsageError> {
     Ok(Settings { proxy, trust, token, name, instance: protocol::new_instance_id(), app, notes })
 }
 
+/// What to do when there is no token: p creates it (and the CA) on its first start.
+pub fn no_token_message(certs_dir: &std::path::Path, proxy: &str) -> String {
+    let token = certs_dir.join(certs::TOKEN_FILE);
+    let ca = certs_dir.join(certs::CA_CERT_FILE);
+    format!(
+        "no token: c looked for {token} (from --certs-dir) and found none, and no --token-file was given.\n\
+         Start p first: on its first start it creates {token} and {ca} in its --certs-dir. Run c in the same \
+         directory as p, or copy both files here and pass --token-file FILE --ca FILE.\n\
+         c then dials the proxy's tunnel port at {proxy} (change it with --proxy or REVMUX_PROXY).",
+        token = token.display(),
+        ca = ca.display(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_token_says_start_p_first_and_where() {
+        let msg = no_token_message(std::path::Path::new("certs"), "localhost:1444");
+        for part in ["Start p first", "certs/token", "certs/ca.pem", "--token-file", "localhost:1444", "--proxy"] {
+            assert!(msg.contains(part), "{part:?} missing from {msg}");
+        }
+        assert!(!msg.contains("invalid value"));
+    }
 
     #[test]
     fn proxy_addresses() {

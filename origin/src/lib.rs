@@ -23,6 +23,9 @@ pub const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A tunnel that stayed up this long resets the backoff.
 pub const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+/// Cap of the reconnect delay after a failure only a person can fix (the CA, the port, the
+/// token): c keeps trying, so a fix on the proxy's side is picked up, but slowly and at ERROR.
+pub const MAX_BACKOFF_NEEDS_A_PERSON: Duration = Duration::from_secs(300);
 
 impl App {
     /// Answer one stream from the tunnel.
@@ -58,6 +61,7 @@ fn no_such_service(name: &str) -> Response<BoxBody> {
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
     let tls = common::tls::client_config(&settings.trust, common::tls::ALPN_TUNNEL)?;
     let mut backoff = Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF);
+    let mut stuck = Backoff::new(INITIAL_BACKOFF, MAX_BACKOFF_NEEDS_A_PERSON);
     let span =
         info_span!("tunnel", origin = %settings.name, instance = %settings.instance, proxy = %settings.proxy.authority);
     async {
@@ -67,8 +71,13 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
                 r = dial::open_tunnel(&settings, &tls) => r,
             };
             match attempt {
-                Ok(upgraded) => {
-                    info!("tunnel up");
+                Ok((upgraded, urls)) => {
+                    stuck.reset();
+                    if urls.is_empty() {
+                        info!("tunnel up");
+                    } else {
+                        info!(urls = %urls.join(" "), "tunnel up; front-end clients reach this origin at these URLs");
+                    }
                     let started = Instant::now();
                     let outcome = serve_tunnel(upgraded, settings.app.clone(), &shutdown).await;
                     if shutdown.is_cancelled() {
@@ -87,10 +96,12 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
                     }
                 }
                 Err(e) => {
-                    let delay = backoff.next_delay();
+                    let delay = if e.needs_a_person() { stuck.next_delay() } else { backoff.next_delay() };
                     if e.is_rejection() {
                         // Never hidden at a lower level: someone has to fix the token, name or version.
-                        error!(error = %e, retry_in = ?delay, "proxy rejected the tunnel; check the token, name and versions");
+                        error!(error = %e, retry_in = ?delay, "proxy rejected the tunnel; the error says why and what to change");
+                    } else if e.needs_a_person() {
+                        error!(error = %e, retry_in = ?delay, "cannot open the tunnel until this is fixed");
                     } else {
                         warn!(error = %e, retry_in = ?delay, "cannot open the tunnel");
                     }

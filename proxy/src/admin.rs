@@ -168,5 +168,14 @@ pub async fn fetch_status(admin: SocketAddr) -> anyhow::Result<Status> {
     tokio::time::timeout(Duration::from_secs(5), work)
         .await
         .map_err(|_| anyhow::anyhow!("no answer within 5 s"))?
-        .with_context(|| format!("cannot get status from the admin endpoint {admin}"))
+        .with_context(|| format!("cannot get status from http://{admin}/status"))
+}
+
+/// What `p status` says when it cannot ask: where it tried and how to point it elsewhere.
+pub fn status_hint(admin: SocketAddr) -> String {
+    format!(
+        "is p running, with its admin port at {admin} (--admin-listen, default 127.0.0.1:1445)? If it \
+         listens elsewhere, point p status at it with --admin-listen ADDR or REVMUX_ADMIN_LISTEN=ADDR, \
+         e.g. p status --admin-listen 127.0.0.1:9445"
+    )
 }

@@ -32,16 +32,18 @@ pub struct Cli {
     #[arg(long, env = "REVMUX_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Front-end address, where browsers, media players and curl connect.
-    #[arg(long, env = "REVMUX_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:1443")]
+    /// Front-end address, where browsers, media players and curl connect. Listen addresses take
+    /// PORT or :PORT (127.0.0.1), HOST:PORT (names resolved), IP:PORT or [IPv6]:PORT;
+    /// 0.0.0.0:PORT or [::]:PORT for every interface.
+    #[arg(long, env = "REVMUX_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:1443", value_parser = common::cli::listen_addr)]
     pub listen: SocketAddr,
 
     /// Tunnel address, where origins dial in over TLS.
-    #[arg(long, env = "REVMUX_TUNNEL_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:1444")]
+    #[arg(long, env = "REVMUX_TUNNEL_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:1444", value_parser = common::cli::listen_addr)]
     pub tunnel_listen: SocketAddr,
 
     /// Admin address serving GET /status (JSON) and GET /metrics (Prometheus). Keep it private.
-    #[arg(long, env = "REVMUX_ADMIN_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:1445", global = true)]
+    #[arg(long, env = "REVMUX_ADMIN_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:1445", global = true, value_parser = common::cli::listen_addr)]
     pub admin_listen: SocketAddr,
 
     /// Serve the front end over TLS (ALPN h2 and http/1.1) with the same certificate as the tunnel port.
@@ -233,6 +235,10 @@ pub struct Settings {
     /// What was set up, for the start-up log: (what, where).
     pub notes: Vec<String>,
     pub limits: crate::Limits,
+    /// The generated CA origins trust (none with --cert).
+    pub ca: Option<PathBuf>,
+    /// The names the generated certificate covers (none with --cert).
+    pub cert_names: Vec<String>,
 }
 
 /// Load or create certificates and the token as the flags say, then read the config file.
@@ -243,22 +249,8 @@ pub fn resolve(cli: &Cli) -> Result<Settings, LoadError> {
         }
     }
     let mut notes = Vec::new();
-    let (cert_flag, cert, key) = match (&cli.cert, &cli.key) {
-        (Some(cert), Some(key)) => ("--cert", cert.clone(), key.clone()),
-        _ => {
-            let issued =
-                certs::ensure_server_cert(&cli.certs_dir, &cli.hostnames).map_err(|e| usage("--certs-dir", e))?;
-            if issued.created_ca {
-                notes.push(format!("created a local CA at {}", issued.ca.display()));
-            }
-            notes.push(format!(
-                "server certificate {} (signed by {}; origins trust it through that CA file)",
-                issued.cert.display(),
-                issued.ca.display()
-            ));
-            ("--certs-dir", issued.cert, issued.key)
-        }
-    };
+    let mut cert_names = Vec::new();
+    let mut ca = None;
     let token = match (&cli.token, &cli.token_file) {
         (Some(_), _) => match common::cli::explicit_token(cli.token.as_deref(), None)? {
             Some(t) => TokenSource::Given(t),
@@ -277,7 +269,33 @@ pub fn resolve(cli: &Cli) -> Result<Settings, LoadError> {
     };
     if let Some(config) = &cli.config {
         notes.push(format!("routes and origin tokens from {} (reloaded on SIGHUP and on change)", config.display()));
+        // Checked before the certificate is issued: a proxy that will not start on a bad
+        // config file must not have rewritten anything in --certs-dir.
+        let default_token = match &token {
+            TokenSource::Given(t) => t.clone(),
+            TokenSource::File(path) => certs::read_token_file(path).map_err(|e| usage("--token-file", e))?,
+        };
+        crate::config_file::load(config, &default_token)?;
     }
+    let (cert_flag, cert, key) = match (&cli.cert, &cli.key) {
+        (Some(cert), Some(key)) => ("--cert", cert.clone(), key.clone()),
+        _ => {
+            let issued =
+                certs::ensure_server_cert(&cli.certs_dir, &cli.hostnames).map_err(|e| usage("--certs-dir", e))?;
+            if issued.created_ca {
+                notes.push(format!("created a local CA at {}", issued.ca.display()));
+            }
+            notes.push(format!(
+                "server certificate {} covers {} (more names with --hostname); signed by {}, which origins trust",
+                issued.cert.display(),
+                issued.names.join(", "),
+                issued.ca.display()
+            ));
+            cert_names = issued.names.clone();
+            ca = Some(issued.ca.clone());
+            ("--certs-dir", issued.cert, issued.key)
+        }
+    };
     let sources = Sources { cert_flag, cert, key, frontend_tls: cli.tls, token, config: cli.config.clone() };
     let loaded = sources.load()?;
     let limits = crate::Limits {
@@ -291,5 +309,69 @@ pub fn resolve(cli: &Cli) -> Result<Settings, LoadError> {
         max_waiting_per_origin: cli.max_waiting_per_origin,
         tunnel_streams: tuning::MAX_CONCURRENT_STREAMS as usize,
     };
-    Ok(Settings { sources, loaded, notes, limits })
+    Ok(Settings { sources, loaded, notes, limits, ca, cert_names })
+}
+
+/// The `c` command line that connects an origin to this proxy, for the start-up log: the
+/// tunnel address as an origin can dial it (a name the certificate covers), the CA file and
+/// the token file.
+pub fn origin_command(
+    tunnel: SocketAddr,
+    cert_names: &[String],
+    ca: Option<&std::path::Path>,
+    token: &TokenSource,
+) -> String {
+    let port = tunnel.port();
+    let host = if tunnel.ip().is_loopback() {
+        "localhost".to_owned()
+    } else if tunnel.ip().is_unspecified() {
+        // Any address of this machine: the first name given with --hostname, if any.
+        let default = |n: &&String| certs::DEFAULT_NAMES.contains(&n.as_str());
+        cert_names.iter().find(|n| !default(n)).cloned().unwrap_or_else(|| "THIS-HOST".to_owned())
+    } else if tunnel.is_ipv6() {
+        format!("[{}]", tunnel.ip())
+    } else {
+        tunnel.ip().to_string()
+    };
+    let mut cmd = format!("c --proxy {host}:{port}");
+    if let Some(ca) = ca {
+        cmd.push_str(&format!(" --ca {}", shell_word(&ca.display().to_string())));
+    }
+    match token {
+        TokenSource::File(path) => cmd.push_str(&format!(" --token-file {}", shell_word(&path.display().to_string()))),
+        TokenSource::Given(_) => cmd.push_str(" --token-file FILE-WITH-THE-TOKEN"),
+    }
+    cmd.push_str(" --root DIR");
+    cmd
+}
+
+/// A path quoted for a POSIX shell when it needs it.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+=:@%,".contains(&b)) {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn the_next_command_names_address_ca_and_token() {
+        let names: Vec<String> = ["localhost", "127.0.0.1", "::1", "proxy.example.com"].map(String::from).to_vec();
+        let token = TokenSource::File("certs/token".into());
+        let ca = Some(Path::new("certs/ca.pem"));
+        assert_eq!(
+            origin_command("127.0.0.1:1444".parse().expect("address"), &names, ca, &token),
+            "c --proxy localhost:1444 --ca certs/ca.pem --token-file certs/token --root DIR"
+        );
+        let any: SocketAddr = "0.0.0.0:1444".parse().expect("address");
+        assert!(origin_command(any, &names, ca, &token).starts_with("c --proxy proxy.example.com:1444 "));
+        assert!(origin_command(any, &names[..3], None, &token).starts_with("c --proxy THIS-HOST:1444 --token-file"));
+        let odd = TokenSource::File("my certs/token".into());
+        assert!(origin_command(any, &names, None, &odd).contains("--token-file 'my certs/token'"));
+    }
 }

@@ -33,6 +33,11 @@ pub enum Error {
     NoHost,
     #[error("invalid Host header: {0}")]
     BadHost(String),
+    #[error(
+        "this is the proxy's front-end port, not its tunnel port: point c's --proxy at p's --tunnel-listen \
+         address (default 1444)"
+    )]
+    TunnelRequestOnFrontEnd,
     #[error("{0} is not supported through the tunnel yet")]
     Unsupported(&'static str),
     #[error("{0} may not use this route")]
@@ -56,7 +61,7 @@ pub enum Error {
 impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::NoHost | Error::BadHost(_) => StatusCode::BAD_REQUEST,
+            Error::NoHost | Error::BadHost(_) | Error::TunnelRequestOnFrontEnd => StatusCode::BAD_REQUEST,
             Error::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
             Error::NoRoute { .. } => StatusCode::NOT_FOUND,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -73,7 +78,11 @@ impl Error {
 
     pub fn side(&self) -> Side {
         match self {
-            Error::NoHost | Error::BadHost(_) | Error::Unsupported(_) | Error::ClientBusy(_) => Side::Client,
+            Error::NoHost
+            | Error::BadHost(_)
+            | Error::TunnelRequestOnFrontEnd
+            | Error::Unsupported(_)
+            | Error::ClientBusy(_) => Side::Client,
             Error::NoRoute { .. } | Error::Forbidden(_) | Error::Unauthorized { .. } | Error::OriginBusy { .. } => {
                 Side::Proxy
             }
@@ -99,7 +108,7 @@ impl Error {
         match self {
             Error::NoOrigin | Error::OriginDown(_) => "no_origin",
             Error::Origin { .. } | Error::Url { .. } | Error::TunnelsClosed(_) => "origin_failed",
-            Error::NoHost | Error::BadHost(_) | Error::Unsupported(_) => "bad_request",
+            Error::NoHost | Error::BadHost(_) | Error::TunnelRequestOnFrontEnd | Error::Unsupported(_) => "bad_request",
             Error::ResponseTimeout { .. } => "response_timeout",
             Error::ClientBusy(_) => "client_busy",
             Error::OriginBusy { .. } => "origin_busy",

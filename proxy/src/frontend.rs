@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, Instrument};
 
@@ -47,8 +48,9 @@ pub async fn serve_conn(proxy: Arc<Proxy>, tcp: TcpStream, peer: SocketAddr, wat
                 let conn = FrontendConn { peer, scheme: Scheme::HTTP };
                 serve_stream(proxy, tcp, None, conn, watcher).await
             }
-            Some(acceptor) => match tokio::time::timeout(tuning::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
+            Some(acceptor) => match tokio::time::timeout(tuning::HANDSHAKE_TIMEOUT, accept_tls(acceptor, tcp)).await {
+                Ok(Ok(None)) => debug!("plain HTTP on the TLS front end: told to use https://"),
+                Ok(Ok(Some(tls))) => {
                     // ALPN decides; without it a TLS client speaks HTTP/1.1 (RFC 9113 §3.2).
                     let alpn = match tls.get_ref().1.alpn_protocol() {
                         Some(b"h2") => Protocol::Http2,
@@ -64,6 +66,17 @@ pub async fn serve_conn(proxy: Arc<Proxy>, tcp: TcpStream, peer: SocketAddr, wat
     }
     .instrument(span)
     .await
+}
+
+/// The TLS handshake, unless the first byte shows plain HTTP: then a short 400 that says to
+/// use https:// and `None`. The caller's deadline covers both.
+async fn accept_tls(acceptor: TlsAcceptor, mut tcp: TcpStream) -> std::io::Result<Option<TlsStream<TcpStream>>> {
+    let mut first = [0u8; 1];
+    if tcp.peek(&mut first).await? == 1 && fio::is_plain_http(first[0]) {
+        fio::refuse_plain_http(&mut tcp).await?;
+        return Ok(None);
+    }
+    acceptor.accept(tcp).await.map(Some)
 }
 
 /// Read the first bytes under the deadline, settle the protocol (ALPN's choice when there is
@@ -213,6 +226,10 @@ async fn answer(
     activity: Arc<ConnActivity>,
 ) -> Result<(Response<BoxBody>, Arc<crate::route::Route>), Error> {
     let (parts, incoming) = req.into_parts();
+    if protocol::is_tunnel_request(&parts) {
+        // An origin pointed at the wrong port: tell it (it logs this) rather than forward it.
+        return Err(Error::TunnelRequestOnFrontEnd);
+    }
     let public = forward::check(&parts)?;
     let host = public.host().trim_start_matches('[').trim_end_matches(']');
     let (_, route) = table

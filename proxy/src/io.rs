@@ -1,6 +1,7 @@
 //! Front-end connection I/O: reading the first bytes under a deadline to choose between
-//! HTTP/1.1 and HTTP/2 (then replaying them to the HTTP server), and a send deadline that
-//! fails the connection when the client takes no data for too long.
+//! HTTP/1.1 and HTTP/2 (then replaying them to the HTTP server), telling plain HTTP sent to
+//! the TLS front end to use https://, and a send deadline that fails the connection when the
+//! client takes no data for too long.
 
 use bytes::{Buf, Bytes, BytesMut};
 use std::io;
@@ -63,6 +64,67 @@ pub fn sniff(prefix: &[u8]) -> Protocol {
     } else {
         Protocol::Http1
     }
+}
+
+/// The first byte of a TLS record carrying a handshake message (a ClientHello starts so).
+pub const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+/// Most bytes of a plain-HTTP request head read before answering it with [`plain_http_answer`].
+pub const PLAIN_HTTP_HEAD_MAX: usize = 8 * 1024;
+
+/// Whether the first byte on the TLS front end starts a plain-HTTP request (a method is
+/// upper-case letters) rather than a TLS record.
+pub fn is_plain_http(first: u8) -> bool {
+    first != TLS_HANDSHAKE_RECORD && first.is_ascii_uppercase()
+}
+
+/// Read what the client sent of its plain-HTTP request head (up to the blank line, at most
+/// [`PLAIN_HTTP_HEAD_MAX`] bytes; the caller bounds the time), answer with the short 400 and
+/// close. Reading the head first means the close does not reset the connection before the
+/// client has read the answer.
+pub async fn refuse_plain_http<T: AsyncRead + AsyncWrite + Unpin>(io: &mut T) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while head.len() < PLAIN_HTTP_HEAD_MAX && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let want = chunk.len().min(PLAIN_HTTP_HEAD_MAX - head.len());
+        let n = io.read(&mut chunk[..want]).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&chunk[..n]);
+    }
+    io.write_all(&plain_http_answer(&head)).await?;
+    io.shutdown().await
+}
+
+/// The 400 for plain HTTP on the TLS front end, naming the https:// URL to use when the head
+/// gives a plausible host and path.
+pub fn plain_http_answer(head: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(head);
+    let mut lines = text.split("\r\n");
+    let path = lines
+        .next()
+        .and_then(|line| line.split(' ').nth(1))
+        .filter(|p| p.starts_with('/') && p.len() <= 256 && p.bytes().all(|b| b.is_ascii_graphic()))
+        .unwrap_or("/");
+    let host = lines
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("host"))
+        .map(|(_, v)| v.trim())
+        .filter(|h| {
+            !h.is_empty() && h.len() <= 255 && h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+        });
+    let body = match host {
+        Some(host) => format!("400 bad request: this port speaks HTTPS only; use https://{host}{path}\n"),
+        None => "400 bad request: this port speaks HTTPS only; use https:// instead of http://\n".to_owned(),
+    };
+    format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 /// A front-end connection's stream: replays the bytes read for detection first, and fails
@@ -218,6 +280,31 @@ mod tests {
         let mut got = [0u8; 8];
         io.read_exact(&mut got).await.expect("read");
         assert_eq!(&got, b"pre-rest");
+    }
+
+    #[test]
+    fn plain_http_to_the_tls_port_is_told_to_use_https() {
+        assert!(is_plain_http(b'G') && is_plain_http(b'P'));
+        assert!(!is_plain_http(TLS_HANDSHAKE_RECORD) && !is_plain_http(0));
+        let answer = plain_http_answer(b"GET /film.mp4?t=1 HTTP/1.1\r\nHost: media.example.com:1443\r\n\r\n");
+        let answer = String::from_utf8(answer).expect("text");
+        assert!(answer.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{answer}");
+        assert!(answer.ends_with("use https://media.example.com:1443/film.mp4?t=1\n"), "{answer}");
+        let (head, body) = answer.split_once("\r\n\r\n").expect("head and body");
+        assert!(head.contains(&format!("content-length: {}", body.len())), "{head}");
+        // A host that is not a host name is not echoed.
+        let answer = plain_http_answer(b"GET / HTTP/1.1\r\nHost: <script>\r\n\r\n");
+        assert!(String::from_utf8_lossy(&answer).ends_with("use https:// instead of http://\n"));
+    }
+
+    #[tokio::test]
+    async fn refusing_plain_http_reads_the_head_then_answers() {
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        client.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n").await.expect("write");
+        refuse_plain_http(&mut server).await.expect("answered");
+        let mut got = String::new();
+        client.read_to_string(&mut got).await.expect("read");
+        assert!(got.contains("use https://localhost/"), "{got}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -56,18 +56,56 @@ pub struct Listeners {
 }
 
 impl Listeners {
-    pub async fn bind(
-        frontend: SocketAddr,
-        tunnel: SocketAddr,
-        admin: SocketAddr,
-    ) -> Result<Self, (&'static str, std::io::Error)> {
+    /// Bind the three addresses, in order; the first that fails names its flag.
+    pub async fn bind(frontend: SocketAddr, tunnel: SocketAddr, admin: SocketAddr) -> Result<Self, BindError> {
+        let bind = |flag: &'static str, addr: SocketAddr| async move {
+            TcpListener::bind(addr).await.map_err(|source| BindError { flag, addr, source })
+        };
         Ok(Listeners {
-            frontend: TcpListener::bind(frontend).await.map_err(|e| ("--listen", e))?,
-            tunnel: TcpListener::bind(tunnel).await.map_err(|e| ("--tunnel-listen", e))?,
-            admin: TcpListener::bind(admin).await.map_err(|e| ("--admin-listen", e))?,
+            frontend: bind("--listen", frontend).await?,
+            tunnel: bind("--tunnel-listen", tunnel).await?,
+            admin: bind("--admin-listen", admin).await?,
         })
     }
 }
+
+/// A listener that could not be bound: which flag, which address, why, and what to do.
+#[derive(Debug)]
+pub struct BindError {
+    pub flag: &'static str,
+    pub addr: SocketAddr,
+    pub source: std::io::Error,
+}
+
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let BindError { flag, addr, source } = self;
+        let env = format!("REVMUX_{}", flag.trim_start_matches('-').replace('-', "_").to_ascii_uppercase());
+        write!(f, "cannot listen on {addr} ({flag}): {source}")?;
+        match source.kind() {
+            std::io::ErrorKind::AddrInUse => write!(
+                f,
+                "; another process holds this port (is a p already running? `ss -ltnp 'sport = :{}'` \
+                 shows which); stop it, or choose another address with {flag} or {env}",
+                addr.port()
+            ),
+            std::io::ErrorKind::PermissionDenied => write!(
+                f,
+                "; ports below 1024 need privileges (run as root, grant CAP_NET_BIND_SERVICE, or use \
+                 the systemd unit), or choose a port of 1024 or more with {flag} or {env}"
+            ),
+            std::io::ErrorKind::AddrNotAvailable => write!(
+                f,
+                "; {} is not an address of this machine; use 0.0.0.0 or [::] for every interface, \
+                 or one of `ip -brief address`, with {flag} or {env}",
+                addr.ip()
+            ),
+            _ => write!(f, "; choose another address with {flag} or {env}"),
+        }
+    }
+}
+
+impl std::error::Error for BindError {}
 
 /// Serve until `shutdown` is cancelled, then drain front-end connections (bounded by
 /// [`tuning::SHUTDOWN_GRACE`]) and close the tunnels.
@@ -76,6 +114,9 @@ pub async fn run(proxy: Arc<Proxy>, listeners: Listeners, tls: Tls, shutdown: Ca
     let graceful = Arc::new(GracefulShutdown::new());
     let close_tunnels = CancellationToken::new();
 
+    if let Ok(addr) = listeners.frontend.local_addr() {
+        let _ = proxy.front_end.set((addr, if tls.frontend.is_some() { "https" } else { "http" }));
+    }
     proxy.tls.store(Some(Arc::new(tls)));
     tracker.spawn(proxy.stalls.clone().run(shutdown.clone()));
     let frontend = {

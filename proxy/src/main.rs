@@ -76,11 +76,20 @@ async fn async_main(cli: Cli) -> i32 {
                 0
             }
             Err(e) => {
-                eprintln!("error: {e:#}");
+                eprintln!("error: {e:#}\n{}", proxy::admin::status_hint(cli.admin_listen));
                 1
             }
         };
     }
+    // Bind first: a proxy that cannot start (a second `p` in the same directory, a port in
+    // use) must fail before it writes anything into --certs-dir.
+    let listeners = match proxy::Listeners::bind(cli.listen, cli.tunnel_listen, cli.admin_listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return if e.source.kind() == std::io::ErrorKind::InvalidInput { EX_USAGE } else { 1 };
+        }
+    };
     let settings = match config::resolve(&cli) {
         Ok(s) => s,
         Err(LoadError::Flag(e)) => cli::usage_error(e.flag, e.message),
@@ -89,17 +98,10 @@ async fn async_main(cli: Cli) -> i32 {
             return EX_USAGE;
         }
     };
-    let listeners = match proxy::Listeners::bind(cli.listen, cli.tunnel_listen, cli.admin_listen).await {
-        Ok(l) => l,
-        Err((flag, e)) => {
-            eprintln!("error: cannot listen on the {flag} address: {e}");
-            return if e.kind() == std::io::ErrorKind::InvalidInput { EX_USAGE } else { 1 };
-        }
-    };
     for note in &settings.notes {
         tracing::info!("{note}");
     }
-    let config::Settings { sources, loaded, limits, .. } = settings;
+    let config::Settings { sources, loaded, limits, ca, cert_names, .. } = settings;
     let scheme = if loaded.tls.frontend.is_some() { "https" } else { "http" };
     tracing::info!(
         front_end = %format!("{scheme}://{}", local(&listeners.frontend)),
@@ -108,6 +110,10 @@ async fn async_main(cli: Cli) -> i32 {
         routes = loaded.table.routes.len(),
         "proxy listening"
     );
+    if let Ok(tunnel) = listeners.tunnel.local_addr() {
+        let command = config::origin_command(tunnel, &cert_names, ca.as_deref(), &sources.token);
+        tracing::info!("next: connect an origin (here, or elsewhere with copies of the CA and token files): {command}");
+    }
     let tls = loaded.tls.clone();
     let proxy = proxy::Proxy::with_config(loaded.credentials, loaded.table, limits);
     let shutdown = CancellationToken::new();

@@ -145,6 +145,39 @@ impl Table {
         }
     }
 
+    /// The URLs at which front-end clients reach `origin`, for the proxy's front end at `front`
+    /// speaking `scheme`: one per route whose target is that origin (or the most recently
+    /// connected one), at most `max`. A route for any host gets the front-end address itself
+    /// (`0.0.0.0`/`[::]` when the proxy listens on every address); a `*.domain` route has no
+    /// single URL and is left out.
+    pub fn urls_for(&self, origin: &str, scheme: &str, front: std::net::SocketAddr, max: usize) -> Vec<String> {
+        let default_port = if scheme == "https" { 443 } else { 80 };
+        let port = if front.port() == default_port { String::new() } else { format!(":{}", front.port()) };
+        let mut urls = Vec::new();
+        for route in &self.routes {
+            let ours = match &route.target {
+                Target::Origin { origin: OriginRef::Named(name), .. } => name == origin,
+                Target::Origin { origin: OriginRef::MostRecent, .. } => true,
+                _ => false,
+            };
+            let host = match &route.host {
+                HostMatch::Any if front.is_ipv6() => format!("[{}]", front.ip()),
+                HostMatch::Any => front.ip().to_string(),
+                HostMatch::Exact(name) => name.clone(),
+                HostMatch::Suffix(_) => continue,
+            };
+            let path = if route.path.starts_with('/') { route.path.clone() } else { format!("/{}", route.path) };
+            let url = format!("{scheme}://{host}{port}{path}");
+            if ours && !urls.contains(&url) {
+                urls.push(url);
+            }
+            if urls.len() >= max {
+                break;
+            }
+        }
+        urls
+    }
+
     /// The first route for `host` (without port) and `path`, with its index.
     pub fn lookup(&self, host: &str, path: &str) -> Option<(usize, &Arc<Route>)> {
         self.routes.iter().enumerate().find(|(_, r)| r.matches(host, path))
@@ -165,19 +198,39 @@ mod tests {
         })
     }
 
+    fn table(routes: Vec<Arc<Route>>) -> Table {
+        Table { routes, trusted_proxies: vec![], source: "test".into(), max_waiting: Default::default() }
+    }
+
+    #[test]
+    fn urls_of_an_origin_come_from_its_routes_and_the_front_end() {
+        let table = table(vec![
+            route("media.example.com", "/", "media"),
+            route("*.example.com", "/", "media"),
+            route("", "/photos", "media"),
+            route("", "/", "other"),
+        ]);
+        let front = "0.0.0.0:443".parse().expect("address");
+        assert_eq!(
+            table.urls_for("media", "https", front, 8),
+            ["https://media.example.com/", "https://0.0.0.0/photos"]
+        );
+        assert_eq!(table.urls_for("media", "https", front, 1), ["https://media.example.com/"]);
+        assert!(table.urls_for("nobody", "https", front, 8).is_empty());
+        let local = "127.0.0.1:1443".parse().expect("address");
+        assert_eq!(Table::zero_config().urls_for("any", "http", local, 8), ["http://127.0.0.1:1443/"]);
+        let v6 = "[::1]:8080".parse().expect("address");
+        assert_eq!(Table::zero_config().urls_for("any", "http", v6, 8), ["http://[::1]:8080/"]);
+    }
+
     #[test]
     fn first_matching_route_wins_on_host_and_whole_segments() {
-        let table = Table {
-            routes: vec![
-                route("media.example.com", "/api", "api"),
-                route("media.example.com", "/", "media"),
-                route("*.example.com", "/", "wild"),
-                route("", "/", "rest"),
-            ],
-            trusted_proxies: vec![],
-            source: "test".into(),
-            max_waiting: Default::default(),
-        };
+        let table = table(vec![
+            route("media.example.com", "/api", "api"),
+            route("media.example.com", "/", "media"),
+            route("*.example.com", "/", "wild"),
+            route("", "/", "rest"),
+        ]);
         let pick = |h: &str, p: &str| table.lookup(h, p).map(|(i, r)| (i, r.name.clone()));
         assert_eq!(pick("media.example.com", "/api/x"), Some((0, "api".into())));
         assert_eq!(pick("MEDIA.example.com", "/api"), Some((0, "api".into())));

@@ -69,6 +69,9 @@ pub struct Proxy {
     pub stalls: Arc<Stalls>,
     /// Connections per client address on each listener.
     pub per_client: PerClient,
+    /// The front end's bound address and scheme (`http`/`https`), once it listens: origins
+    /// are told the URLs they are reachable at.
+    pub front_end: std::sync::OnceLock<(std::net::SocketAddr, &'static str)>,
 }
 
 /// The per-client connection limiters of the three listeners.
@@ -103,6 +106,7 @@ impl Proxy {
                 tunnel: ConnLimiter::new(tuning::MAX_TUNNEL_CONNECTIONS_PER_CLIENT),
                 admin: ConnLimiter::new(tuning::MAX_ADMIN_CONNECTIONS_PER_CLIENT),
             },
+            front_end: std::sync::OnceLock::new(),
             limits,
         })
     }

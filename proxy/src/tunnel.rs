@@ -108,6 +108,10 @@ fn answer_put(
         .and_then(|v| v.get(7..))
         .map(|t| Secret::new(t.trim()))
         .unwrap_or_else(|| Secret::new(""));
+    let urls = match proxy.front_end.get() {
+        Some((front, scheme)) => proxy.table.load().urls_for(&hello.origin_name, scheme, *front, protocol::MAX_URLS),
+        None => Vec::new(),
+    };
     let req = Request::from_parts(parts, body);
     let span =
         info_span!("tunnel", origin = %hello.origin_name, instance = hello.instance.as_deref().unwrap_or("-"), %peer);
@@ -126,6 +130,11 @@ fn answer_put(
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     resp.headers_mut().insert(header::UPGRADE, HeaderValue::from_static(protocol::UPGRADE_TOKEN));
+    for url in urls {
+        if let Ok(v) = HeaderValue::try_from(url) {
+            resp.headers_mut().append(protocol::URL_HEADER, v);
+        }
+    }
     resp
 }
 

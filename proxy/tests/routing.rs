@@ -289,3 +289,18 @@ async fn a_route_names_an_origins_service_and_clients_cannot() {
     assert_eq!(sender.send_request(req).await.unwrap().status(), StatusCode::OK);
     p.shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_tells_an_origin_the_urls_it_is_reachable_at() {
+    let config =
+        "[[route]]\nhost = \"a.test\"\norigin = \"alpha\"\n\n[[route]]\npath = \"/beta\"\norigin = \"beta\"\n\n\
+                  [[route]]\npath = \"/\"\norigin = \"alpha\"\n";
+    let p = start_proxy_config(config).await;
+    let dir = labelled_dir("alpha\n");
+    let settings = origin_settings(&p, "alpha", p.token.clone(), files(dir.path()));
+    let tls = common::tls::client_config(&settings.trust, common::tls::ALPN_TUNNEL).unwrap();
+    let (_upgraded, urls) = origin::dial::open_tunnel(&settings, &tls).await.unwrap();
+    let port = p.front.port();
+    assert_eq!(urls, [format!("http://a.test:{port}/"), format!("http://127.0.0.1:{port}/")]);
+    p.shutdown.cancel();
+}
