@@ -9,8 +9,15 @@
 //! different representation, so it carries `Vary: Accept-Encoding`, a weak ETag (`W/"…"`,
 //! which still matches `If-None-Match` by weak comparison, but never `If-Range`), no
 //! `Accept-Ranges` and no `Content-Length` (streamed; HEAD gets the same headers as GET).
+//!
+//! Memory: an encoder holds about 0.3 MiB (gzip) or 1.5 MiB (brotli at [`BROTLI_QUALITY`] with a
+//! [`BROTLI_WINDOW`]-bit window; at quality 4 and up, or with brotli's default 4 MiB window, a
+//! streaming encoder was measured at 7 to 20 MiB). At most [`CONCURRENT_CODINGS`] answers are
+//! coded at once; beyond that they go out as they are, so a burst of requests for large text
+//! files cannot make the origin hold more than about 50 MiB of encoders.
 
 use std::io;
+use std::sync::Arc;
 
 use async_compression::tokio::bufread::{BrotliEncoder, GzipEncoder};
 use async_compression::Level;
@@ -21,14 +28,21 @@ use http::{Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyDataStream, StreamBody};
 use tokio::io::AsyncRead;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::io::{ReaderStream, StreamReader};
 
 /// Bodies shorter than this are sent as they are: the coding's own overhead eats the gain.
 pub(crate) const MIN_SIZE: u64 = 256;
 
-/// Brotli's quality: 4 compresses text about as well as gzip's default at a similar speed;
-/// the library default (11) costs tens of times more CPU per byte.
-const BROTLI_QUALITY: i32 = 4;
+/// Brotli's quality: 3 still compresses text better than gzip's default at a similar speed,
+/// with little memory; the library default (11) costs tens of times more CPU per byte.
+const BROTLI_QUALITY: i32 = 3;
+/// Brotli's window, log2 of bytes (256 KiB): the default (22, 4 MiB) costs memory per stream
+/// and gains little on text.
+const BROTLI_WINDOW: i32 = 18;
+
+/// Answers being coded at once, at most (see the module's note on memory).
+pub const CONCURRENT_CODINGS: usize = 32;
 
 /// Bytes the encoder reads and hands out at once.
 const OUT_CHUNK: usize = 16 * 1024;
@@ -157,8 +171,14 @@ pub(crate) struct Negotiation {
 }
 
 /// Apply the negotiated coding to a finished answer. `path_type` is the Content-Type the
-/// requested path has, for answers that carry none (304).
-pub(crate) fn apply(ask: Negotiation, path_type: &HeaderValue, mut response: Response<BoxBody>) -> Response<BoxBody> {
+/// requested path has, for answers that carry none (304). A coded body holds one of `coders`'
+/// permits while it streams; with none free, the answer goes out as it is.
+pub(crate) fn apply(
+    ask: Negotiation,
+    path_type: &HeaderValue,
+    coders: &Arc<Semaphore>,
+    mut response: Response<BoxBody>,
+) -> Response<BoxBody> {
     let status = response.status();
     if status != StatusCode::OK && status != StatusCode::NOT_MODIFIED {
         return response;
@@ -173,10 +193,16 @@ pub(crate) fn apply(ask: Negotiation, path_type: &HeaderValue, mut response: Res
     if ask.ranged || headers.contains_key(header::CONTENT_ENCODING) || headers.contains_key(header::CONTENT_RANGE) {
         return response;
     }
+    let mut permit = None;
     if status == StatusCode::OK {
         let len = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         if len.is_none_or(|len| len < MIN_SIZE) {
             return response;
+        }
+        // HEAD takes one too (and lets it go at once), so it says what GET would now.
+        match Arc::clone(coders).try_acquire_owned() {
+            Ok(held) => permit = Some(held),
+            Err(_) => return response,
         }
         headers.remove(header::CONTENT_LENGTH);
         headers.remove(header::ACCEPT_RANGES);
@@ -185,10 +211,10 @@ pub(crate) fn apply(ask: Negotiation, path_type: &HeaderValue, mut response: Res
     if let Some(weak) = headers.get(header::ETAG).and_then(|tag| weaken(tag.as_bytes())) {
         headers.insert(header::ETAG, weak);
     }
-    if status == StatusCode::OK {
+    if let Some(permit) = permit {
         let body = std::mem::replace(response.body_mut(), empty());
         if !ask.head {
-            *response.body_mut() = encode(coding, body);
+            *response.body_mut() = encode(coding, body, permit);
         }
     }
     response
@@ -206,17 +232,29 @@ fn weaken(tag: &[u8]) -> Option<HeaderValue> {
 }
 
 /// The body, compressed as it streams: at most one encoder buffer and one output chunk are
-/// held, and the source is read only as fast as the client takes the output.
-fn encode(coding: Coding, body: BoxBody) -> BoxBody {
+/// held, and the source is read only as fast as the client takes the output. `permit` is
+/// released when the body is dropped (sent, or abandoned by the client).
+fn encode(coding: Coding, body: BoxBody, permit: OwnedSemaphorePermit) -> BoxBody {
     let source = StreamReader::new(BodyDataStream::new(body).map_err(io::Error::other));
     match coding {
-        Coding::Gzip => stream(GzipEncoder::with_quality(source, Level::Default)),
-        Coding::Brotli => stream(BrotliEncoder::with_quality(source, Level::Precise(BROTLI_QUALITY))),
+        Coding::Gzip => stream(GzipEncoder::with_quality(source, Level::Default), permit),
+        Coding::Brotli => {
+            let params = async_compression::brotli::EncoderParams::default()
+                .quality(Level::Precise(BROTLI_QUALITY))
+                .window_size(BROTLI_WINDOW)
+                .text_mode();
+            stream(BrotliEncoder::with_params(source, params), permit)
+        }
     }
 }
 
-fn stream(reader: impl AsyncRead + Send + 'static) -> BoxBody {
-    boxed(StreamBody::new(ReaderStream::with_capacity(reader, OUT_CHUNK).map_ok(Frame::data)))
+fn stream(reader: impl AsyncRead + Send + 'static, permit: OwnedSemaphorePermit) -> BoxBody {
+    let chunks = ReaderStream::with_capacity(reader, OUT_CHUNK).map_ok(move |chunk| {
+        // The closure owns the permit, so it lives exactly as long as the body.
+        let _held = &permit;
+        Frame::data(chunk)
+    });
+    boxed(StreamBody::new(chunks))
 }
 
 #[cfg(test)]
@@ -313,6 +351,10 @@ mod tests {
         00:06.000 --> 00:08.000\nHello from the origin, hello again, hello once more\n";
     const VTT: HeaderValue = HeaderValue::from_static("text/vtt; charset=utf-8");
 
+    fn coders() -> Arc<Semaphore> {
+        Arc::new(Semaphore::new(CONCURRENT_CODINGS))
+    }
+
     fn ask(coding: Option<Coding>) -> Negotiation {
         Negotiation { coding, ranged: false, head: false }
     }
@@ -323,7 +365,8 @@ mod tests {
 
     #[tokio::test]
     async fn compressed_answers_decode_to_the_identity() {
-        let gz = apply(ask(Some(Coding::Gzip)), &VTT, answer(StatusCode::OK, "text/vtt; charset=utf-8", TEXT));
+        let gz =
+            apply(ask(Some(Coding::Gzip)), &VTT, &coders(), answer(StatusCode::OK, "text/vtt; charset=utf-8", TEXT));
         let h = gz.headers();
         assert_eq!(h[header::CONTENT_ENCODING], "gzip");
         assert_eq!(h[header::VARY], "accept-encoding");
@@ -335,7 +378,8 @@ mod tests {
         async_compression::tokio::bufread::GzipDecoder::new(&packed[..]).read_to_end(&mut plain).await.unwrap();
         assert_eq!(plain, TEXT);
 
-        let br = apply(ask(Some(Coding::Brotli)), &VTT, answer(StatusCode::OK, "text/vtt; charset=utf-8", TEXT));
+        let br =
+            apply(ask(Some(Coding::Brotli)), &VTT, &coders(), answer(StatusCode::OK, "text/vtt; charset=utf-8", TEXT));
         assert_eq!(br.headers()[header::CONTENT_ENCODING], "br");
         let packed = body_of(br).await;
         let mut plain = Vec::new();
@@ -348,6 +392,7 @@ mod tests {
         let head = apply(
             Negotiation { coding: Some(Coding::Brotli), ranged: false, head: true },
             &VTT,
+            &coders(),
             answer(StatusCode::OK, "text/vtt; charset=utf-8", TEXT),
         );
         assert_eq!(head.headers()[header::CONTENT_ENCODING], "br");
@@ -363,21 +408,24 @@ mod tests {
                 && r.headers().get(header::CONTENT_LENGTH).is_some()
         };
         // Media: no coding and no Vary.
-        let mp4 = apply(ask(Some(Coding::Gzip)), &VTT, answer(StatusCode::OK, "video/mp4", TEXT));
+        let mp4 = apply(ask(Some(Coding::Gzip)), &VTT, &coders(), answer(StatusCode::OK, "video/mp4", TEXT));
         assert!(identity(&mp4) && mp4.headers().get(header::VARY).is_none());
         // No acceptable coding: identity, but it varies.
-        let plain = apply(ask(None), &VTT, answer(StatusCode::OK, "text/vtt", TEXT));
+        let plain = apply(ask(None), &VTT, &coders(), answer(StatusCode::OK, "text/vtt", TEXT));
         assert!(identity(&plain) && plain.headers()[header::VARY] == "accept-encoding");
         // A range request, even answered whole.
         let ranged = Negotiation { coding: Some(Coding::Gzip), ranged: true, head: false };
-        let whole = apply(ranged, &VTT, answer(StatusCode::OK, "text/vtt", TEXT));
+        let whole = apply(ranged, &VTT, &coders(), answer(StatusCode::OK, "text/vtt", TEXT));
         assert!(identity(&whole));
-        let partial = apply(ask(Some(Coding::Gzip)), &VTT, answer(StatusCode::PARTIAL_CONTENT, "text/vtt", TEXT));
+        let partial =
+            apply(ask(Some(Coding::Gzip)), &VTT, &coders(), answer(StatusCode::PARTIAL_CONTENT, "text/vtt", TEXT));
         assert!(identity(&partial));
         // Too small to gain.
-        let small = apply(ask(Some(Coding::Gzip)), &VTT, answer(StatusCode::OK, "text/plain", b"404 not found\n"));
+        let small =
+            apply(ask(Some(Coding::Gzip)), &VTT, &coders(), answer(StatusCode::OK, "text/plain", b"404 not found\n"));
         assert!(identity(&small));
-        let missing = apply(ask(Some(Coding::Gzip)), &VTT, answer(StatusCode::NOT_FOUND, "text/plain", TEXT));
+        let missing =
+            apply(ask(Some(Coding::Gzip)), &VTT, &coders(), answer(StatusCode::NOT_FOUND, "text/plain", TEXT));
         assert!(identity(&missing) && missing.headers().get(header::VARY).is_none());
         assert_eq!(body_of(whole).await, TEXT);
     }
@@ -387,7 +435,7 @@ mod tests {
         let mut response = Response::new(empty());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         response.headers_mut().insert(header::ETAG, HeaderValue::from_static("\"1-2-3\""));
-        let answer = apply(ask(Some(Coding::Brotli)), &VTT, response);
+        let answer = apply(ask(Some(Coding::Brotli)), &VTT, &coders(), response);
         assert_eq!(answer.headers()[header::ETAG], "W/\"1-2-3\"");
         assert_eq!(answer.headers()[header::VARY], "accept-encoding");
         assert!(answer.headers().get(header::CONTENT_ENCODING).is_none());
@@ -397,5 +445,30 @@ mod tests {
     fn weak_tags() {
         assert_eq!(weaken(b"\"a\"").unwrap(), "W/\"a\"");
         assert_eq!(weaken(b"W/\"a\""), None);
+    }
+
+    #[tokio::test]
+    async fn codings_at_once_are_bounded() {
+        let one = Arc::new(Semaphore::new(1));
+        let first = apply(ask(Some(Coding::Gzip)), &VTT, &one, answer(StatusCode::OK, "text/vtt", TEXT));
+        assert_eq!(first.headers()[header::CONTENT_ENCODING], "gzip");
+        assert_eq!(one.available_permits(), 0, "the coded body holds the permit");
+        // None free: sent as it is, whole and with its strong tag.
+        let second = apply(ask(Some(Coding::Gzip)), &VTT, &one, answer(StatusCode::OK, "text/vtt", TEXT));
+        assert!(second.headers().get(header::CONTENT_ENCODING).is_none());
+        assert_eq!(second.headers()[header::ETAG], "\"1-2-3\"");
+        assert_eq!(second.headers()[header::CONTENT_LENGTH], TEXT.len().to_string());
+        assert_eq!(body_of(second).await, TEXT);
+        // Sent (or dropped): the permit is back.
+        let _ = body_of(first).await;
+        assert_eq!(one.available_permits(), 1);
+        let abandoned = apply(ask(Some(Coding::Brotli)), &VTT, &one, answer(StatusCode::OK, "text/vtt", TEXT));
+        assert_eq!(one.available_permits(), 0);
+        drop(abandoned);
+        assert_eq!(one.available_permits(), 1);
+        // HEAD lets its permit go at once.
+        let head = Negotiation { coding: Some(Coding::Gzip), ranged: false, head: true };
+        let _head = apply(head, &VTT, &one, answer(StatusCode::OK, "text/vtt", TEXT));
+        assert_eq!(one.available_permits(), 1);
     }
 }

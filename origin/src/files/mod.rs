@@ -58,6 +58,8 @@ pub struct FileServer {
     root: Arc<Root>,
     small: Arc<SmallFiles>,
     listings: Arc<Semaphore>,
+    /// Permits for answers being gzip- or brotli-coded ([`compress::CONCURRENT_CODINGS`]).
+    coders: Arc<Semaphore>,
     limits: listing::Limits,
 }
 
@@ -106,6 +108,7 @@ impl FileServer {
             root: Arc::new(root),
             small: Arc::default(),
             listings: Arc::new(Semaphore::new(CONCURRENT_LISTINGS)),
+            coders: Arc::new(Semaphore::new(compress::CONCURRENT_CODINGS)),
             limits: listing::Limits::default(),
         })
     }
@@ -151,7 +154,7 @@ impl FileServer {
         // Keep only the URI (for a redirect); the request body is not needed.
         let uri = req.into_parts().0.uri;
         let response = self.answer(target, ask, &uri).await;
-        compress::apply(negotiation, &path_type, response)
+        compress::apply(negotiation, &path_type, &self.coders, response)
     }
 
     /// The answer for a decoded, admissible path, before any content coding.
