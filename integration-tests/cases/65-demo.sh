@@ -68,11 +68,26 @@ start_demo() {
   (cd "$REPO" && demo_env setsid bash -c 'echo $$ >"$0.pid"; scripts/demo.sh; echo "exit=$?"' "$T/$1" \
     </dev/null >>"$T/$1.out" 2>&1 &)
   wait_files 5 "$T/$1.pid" && cat "$T/$1.pid" >>"$RUN/all-pids"
-  wait_file_has 40 "$T/$1.out" "Press Ctrl-C to stop"
+  if wait_file_has 40 "$T/$1.out" "Press Ctrl-C to stop"; then
+    pass "demo ($1): prints what to open"
+  else
+    fail "demo ($1): prints what to open within 40 s" "Press Ctrl-C to stop" "$(cat "$T/$1.out")"
+    kill -TERM -- -"$(cat "$T/$1.pid" 2>/dev/null)" 2>/dev/null
+    return 1
+  fi
+}
+
+# check_stops NAME LABEL: the demo started as NAME, just signalled, ends with status 0,
+# says "demo stopped" once and leaves no p or c.
+check_stops() {
+  if wait_until 20 pid_dead "$(cat "$T/$1.pid")"; then pass "demo after $2: stops"; else fail "demo after $2: stops"; fi
+  wait_file_has 5 "$T/$1.out" "exit="
+  check_eq "demo after $2: exit status" exit=0 "$(grep '^exit=' "$T/$1.out")"
+  check_stopped_once "demo after $2" "$T/$1.out"
+  check_none_left "demo after $2"
 }
 
 if start_demo int; then
-  pass "demo: prints what to open"
   check_file_contains "demo: the page to open" "$T/int.out" "open:    $DEMO_URL/index.html"
   check_file_contains "demo: the listing to open" "$T/int.out" "$DEMO_URL/ "
   req page "$DEMO_URL/index.html"
@@ -89,29 +104,16 @@ if start_demo int; then
   check_eq "demo/poster.png is a PNG" PNG "$(head -c 4 "$REPO/demo/poster.png" | tail -c 3)"
   req listing "$DEMO_URL/"
   check_file_contains "the demo listing lists clip.mp4" "$R_BODY" 'href="clip.mp4"'
-  pgid=$(cat "$T/int.pid")
-  kill -INT -- -"$pgid"
-  if wait_until 20 pid_dead "$pgid"; then pass "demo: Ctrl-C (SIGINT to its process group) stops it"; else fail "demo: Ctrl-C stops it"; fi
-  wait_file_has 5 "$T/int.out" "exit=" >/dev/null
-  check_eq "demo after Ctrl-C: exit status" exit=0 "$(grep '^exit=' "$T/int.out")"
-  check_stopped_once "demo after Ctrl-C" "$T/int.out"
-  check_none_left "demo after Ctrl-C"
-else
-  fail "demo: prints what to open within 40 s" "Press Ctrl-C to stop" "$(cat "$T/int.out")"
-  kill -TERM -- -"$(cat "$T/int.pid" 2>/dev/null)" 2>/dev/null
+  # What Ctrl-C does: SIGINT to the whole foreground process group.
+  kill -INT -- -"$(cat "$T/int.pid")"
+  check_stops int "Ctrl-C (SIGINT to its process group)"
 fi
 
 if start_demo term; then
   # SIGTERM to the script alone, as a service manager or `kill` would send it.
   script_pid=$(pgrep -P "$(cat "$T/term.pid")" -f scripts/demo.sh | head -n 1)
   kill -TERM "$script_pid"
-  wait_until 20 pid_dead "$(cat "$T/term.pid")"
-  check_eq "demo after SIGTERM: exit status" exit=0 "$(grep '^exit=' "$T/term.out")"
-  check_stopped_once "demo after SIGTERM" "$T/term.out"
-  check_none_left "demo after SIGTERM"
-else
-  fail "demo (second run): prints what to open within 40 s" "Press Ctrl-C to stop" "$(cat "$T/term.out")"
-  kill -TERM -- -"$(cat "$T/term.pid" 2>/dev/null)" 2>/dev/null
+  check_stops term "SIGTERM to the script"
 fi
 
 # ---- its front-end port taken by a server serving the same files: must not be fooled
