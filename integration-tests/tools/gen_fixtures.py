@@ -61,6 +61,13 @@ def mp3(key: str, size: int) -> bytes:
     return head + stream(key, size - len(head))
 
 
+def vtt(key: str, cues: int) -> bytes:
+    out = ["WEBVTT\n\n"]
+    for i in range(cues):
+        out.append("%02d:%02d.000 --> %02d:%02d.900\n%s cue %d %s\n\n" % (i // 60, i % 60, i // 60, i % 60, key, i, stream(key + str(i), 6).hex()))
+    return "".join(out).encode()
+
+
 def text(key: str, lines: int) -> bytes:
     out = []
     for i in range(lines):
@@ -81,6 +88,15 @@ FILES = {
     # characters that break a link unless percent-encoded: '%', '?', '#', '+', ';'
     "notes/100% sure? #1 + more; ok.txt": lambda: text("percent", 10),
     "empty.txt": lambda: b"",
+    # case 66: natural order in listings (file-2 before file-10, Part 9 before Part 10)
+    "natural/file-1.txt": lambda: text("natural-1", 1),
+    "natural/file-2.txt": lambda: text("natural-2", 1),
+    "natural/file-10.txt": lambda: text("natural-10", 1),
+    "natural/Part 9/notes.txt": lambda: text("part-9", 1),
+    "natural/Part 10/notes.txt": lambda: text("part-10", 1),
+    # case 66: compressible text, streamed (over 64 KiB) and read whole
+    "text/long.vtt": lambda: vtt("long", 2000),
+    "text/short.vtt": lambda: vtt("short", 20),
 }
 
 

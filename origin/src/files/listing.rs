@@ -1,5 +1,6 @@
-//! HTML directory listings in bounded memory: a capped number of names read, sorted, and only
-//! the page asked for (`?page=N`) stat'ed and rendered.
+//! HTML directory listings in bounded memory: a capped number of names read, sorted in natural
+//! order (`file-2` before `file-10`), and only the page asked for (`?page=N`) stat'ed and
+//! rendered, with a breadcrumb path, a type column and modification times in UTC.
 //!
 //! Memory per listing being built: at most [`MAX_NAMES`] names of at most 255 bytes each
 //! (`NAME_MAX`), about 24 bytes of bookkeeping plus the name apiece, so under 6 MiB in the worst
@@ -9,6 +10,9 @@
 //! and about 200 KiB typically; the response holds that page until it is sent. The file server
 //! builds at most [`super::CONCURRENT_LISTINGS`] listings at once.
 
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -19,6 +23,7 @@ use percent_encoding::{percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use rustix::fs::{AtFlags, Dir, FileType};
 
 use super::path::{name_path, FileMeta, Kind, Root};
+use super::{compress, mime};
 
 /// Everything but RFC 3986 unreserved characters is encoded in links. That covers `/`, `?`,
 /// `#`, `%`, quotes and `:` (so a name like `a:b` is never read as a URL scheme).
@@ -210,9 +215,87 @@ fn stat_page(root: &Root, dir: impl AsFd, real: &Path, rel: &Path, on_page: Vec<
     entries
 }
 
-/// Directories first, then files; each group by name (byte order).
+/// Directories first, then files; each group in natural order (runs of digits compare by
+/// their value, so `file-2` comes before `file-10`), names equal that way by their bytes.
 fn sort(names: &mut [Candidate]) {
-    names.sort_unstable_by(|a, b| b.is_dir.cmp(&a.is_dir).then_with(|| a.name.cmp(&b.name)));
+    names.sort_unstable_by(|a, b| b.is_dir.cmp(&a.is_dir).then_with(|| natural(&a.name, &b.name)));
+}
+
+/// Natural order of two names. Names that are not UTF-8 are compared by their lossy text,
+/// so the order stays total (a comparison falling back to bytes for some pairs only would
+/// not be transitive, and sorting may panic on a comparison that is not).
+fn natural(a: &[u8], b: &[u8]) -> Ordering {
+    let (text_a, text_b) = (String::from_utf8_lossy(a), String::from_utf8_lossy(b));
+    alphanumeric_sort::compare_str(&*text_a, &*text_b).then_with(|| a.cmp(b))
+}
+
+/// What a listed entry is, for its icon and type column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EntryKind {
+    Folder,
+    Video,
+    Audio,
+    Image,
+    Subtitles,
+    Text,
+    File,
+}
+
+impl EntryKind {
+    /// By the Content-Type the entry would be served with.
+    fn of(name: &[u8], is_dir: bool) -> EntryKind {
+        if is_dir {
+            return EntryKind::Folder;
+        }
+        let path = Path::new(OsStr::from_bytes(name));
+        let extension = path.extension().map(OsStr::as_bytes).unwrap_or_default();
+        if [&b"ass"[..], b"ssa", b"sub"].iter().any(|e| extension.eq_ignore_ascii_case(e)) {
+            return EntryKind::Subtitles;
+        }
+        let content_type = mime::content_type(path);
+        let content_type = content_type.as_bytes();
+        if content_type.starts_with(b"video/") {
+            EntryKind::Video
+        } else if content_type.starts_with(b"audio/") {
+            EntryKind::Audio
+        } else if content_type.starts_with(b"image/") {
+            EntryKind::Image
+        } else if content_type.starts_with(b"text/vtt") || content_type == b"application/x-subrip" {
+            EntryKind::Subtitles
+        } else if compress::compressible(content_type) {
+            EntryKind::Text
+        } else {
+            EntryKind::File
+        }
+    }
+
+    /// The icon and the word shown in the type column.
+    fn label(self) -> (&'static str, &'static str) {
+        match self {
+            EntryKind::Folder => ("\u{1F4C1}", "folder"),
+            EntryKind::Video => ("\u{1F39E}\u{FE0F}", "video"),
+            EntryKind::Audio => ("\u{1F3B5}", "audio"),
+            EntryKind::Image => ("\u{1F5BC}\u{FE0F}", "image"),
+            EntryKind::Subtitles => ("\u{1F4AC}", "subtitles"),
+            EntryKind::Text => ("\u{1F4C4}", "text"),
+            EntryKind::File => ("\u{1F4E6}", "file"),
+        }
+    }
+}
+
+/// The breadcrumb of the directory `rel` (bytes, `/`-separated, empty for the root): one
+/// `(href, name)` per level, the root first (named `/`), each href relative to the listing
+/// itself (`../../`, `../`, `./`), so the links hold below any path prefix a route adds.
+fn breadcrumb(rel: &[u8]) -> Vec<(String, Cow<'_, str>)> {
+    let names: Vec<&[u8]> = rel.split(|&b| b == b'/').filter(|name| !name.is_empty()).collect();
+    let depth = names.len();
+    let up = |levels: usize| if levels == 0 { "./".to_owned() } else { "../".repeat(levels) };
+    let mut crumbs = Vec::with_capacity(depth + 1);
+    crumbs.push((up(depth), Cow::Borrowed("/")));
+    for (i, name) in names.into_iter().enumerate() {
+        crumbs.push((up(depth - i - 1), String::from_utf8_lossy(name)));
+    }
+    crumbs
 }
 
 /// Where a page sits in the whole listing.
@@ -249,11 +332,23 @@ fn to_html(rel: &[u8], page: &Page, entries: &[Entry]) -> String {
          table{border-collapse:collapse}\
          th,td{padding:.2em 1.5em .2em 0;text-align:left}\
          td.size{text-align:right;white-space:nowrap}\
+         td.type span{margin-right:.4em}\
          nav a{margin:0 1em}\
-         </style>\n</head>\n<body>\n<h1>Index of ",
+         h1 .crumbs a{margin:0 .15em;text-decoration:none}\
+         </style>\n</head>\n<body>\n<h1>Index of <span class=\"crumbs\">",
     );
-    escape_html(&mut out, &title);
-    out.push_str("</h1>\n");
+    for (i, (href, name)) in breadcrumb(rel).iter().enumerate() {
+        if i > 1 {
+            out.push('/');
+        }
+        let _ = write!(out, "<a href=\"{href}\">");
+        escape_html(&mut out, name);
+        out.push_str("</a>");
+    }
+    if !rel.is_empty() {
+        out.push('/');
+    }
+    out.push_str("</span></h1>\n");
     if page.total == 0 {
         out.push_str("<p class=\"count\">no entries</p>\n");
     } else {
@@ -268,9 +363,12 @@ fn to_html(rel: &[u8], page: &Page, entries: &[Entry]) -> String {
         );
     }
     nav(&mut out, page);
-    out.push_str("<table>\n<thead><tr><th>Name</th><th>Size</th><th>Last modified</th></tr></thead>\n<tbody>\n");
+    out.push_str(
+        "<table>\n<thead><tr><th>Name</th><th>Type</th><th>Size</th><th>Last modified (UTC)</th></tr></thead>\n\
+         <tbody>\n",
+    );
     if !rel.is_empty() {
-        out.push_str("<tr><td><a href=\"../\">../</a></td><td class=\"size\">-</td><td></td></tr>\n");
+        out.push_str("<tr><td><a href=\"../\">../</a></td><td class=\"type\">parent folder</td><td class=\"size\">-</td><td></td></tr>\n");
     }
     for entry in entries {
         let slash = if entry.is_dir { "/" } else { "" };
@@ -279,7 +377,9 @@ fn to_html(rel: &[u8], page: &Page, entries: &[Entry]) -> String {
         out.push_str("\">");
         escape_html(&mut out, &String::from_utf8_lossy(&entry.name));
         out.push_str(slash);
-        out.push_str("</a></td><td class=\"size\"");
+        let (icon, word) = EntryKind::of(&entry.name, entry.is_dir).label();
+        let _ = write!(out, "</a></td><td class=\"type\"><span aria-hidden=\"true\">{icon}</span>{word}</td>");
+        out.push_str("<td class=\"size\"");
         if entry.is_dir {
             out.push_str(">-");
         } else {
@@ -287,7 +387,7 @@ fn to_html(rel: &[u8], page: &Page, entries: &[Entry]) -> String {
             human_size(&mut out, entry.size);
         }
         out.push_str("</td><td>");
-        utc_minutes(&mut out, entry.mtime);
+        utc_time(&mut out, entry.mtime);
         out.push_str("</td></tr>\n");
     }
     out.push_str("</tbody>\n</table>\n");
@@ -353,6 +453,14 @@ fn utc_minutes(out: &mut String, secs: i64) {
     let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
     let of_day = secs.rem_euclid(86_400);
     let _ = write!(out, "{year:04}-{month:02}-{day:02} {:02}:{:02}", of_day / 3600, of_day % 3600 / 60);
+}
+
+/// A `<time>` element: [`utc_minutes`] as its text, ISO 8601 with `Z` as its `datetime`, so
+/// the zone is stated for people and machines alike.
+fn utc_time(out: &mut String, secs: i64) {
+    let mut text = String::with_capacity(16);
+    utc_minutes(&mut text, secs);
+    let _ = write!(out, "<time datetime=\"{}Z\">{text}</time>", text.replacen(' ', "T", 1));
 }
 
 /// Proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
@@ -436,19 +544,111 @@ mod tests {
     }
 
     #[test]
+    fn natural_order() {
+        let mut names: Vec<Candidate> = [
+            &b"file-10.txt"[..],
+            b"file-2.txt",
+            b"file-1.txt",
+            b"file-02.txt",
+            b"Episode 10",
+            b"Episode 9",
+            b"file-1\xff.txt",
+            b"file-1\xfe.txt",
+            b"file-100.txt",
+        ]
+        .iter()
+        .map(|n| candidate(n, false))
+        .chain([candidate(b"season 10", true), candidate(b"season 2", true)])
+        .collect();
+        sort(&mut names);
+        let names: Vec<String> = names.iter().map(|c| String::from_utf8_lossy(&c.name).into_owned()).collect();
+        assert_eq!(
+            names,
+            [
+                "season 2",
+                "season 10",
+                "Episode 9",
+                "Episode 10",
+                // Not UTF-8: by their lossy text (the crate puts characters past U+00FF
+                // after a number first), then by their bytes.
+                "file-1\u{FFFD}.txt",
+                "file-1\u{FFFD}.txt",
+                "file-1.txt",
+                "file-2.txt",
+                "file-02.txt",
+                "file-10.txt",
+                "file-100.txt",
+            ]
+        );
+        assert_eq!(natural(b"file-1\xfe.txt", b"file-1\xff.txt"), Ordering::Less);
+        assert_eq!(natural(b"x", b"x"), Ordering::Equal);
+    }
+
+    #[test]
+    fn entry_kinds() {
+        for (name, is_dir, want) in [
+            (&b"Films"[..], true, EntryKind::Folder),
+            (b"movie.mkv", true, EntryKind::Folder),
+            (b"clip.mp4", false, EntryKind::Video),
+            (b"CLIP.WEBM", false, EntryKind::Video),
+            (b"song.mp3", false, EntryKind::Audio),
+            (b"song.flac", false, EntryKind::Audio),
+            (b"poster.png", false, EntryKind::Image),
+            (b"logo.svg", false, EntryKind::Image),
+            (b"clip.vtt", false, EntryKind::Subtitles),
+            (b"clip.en.srt", false, EntryKind::Subtitles),
+            (b"clip.ASS", false, EntryKind::Subtitles),
+            (b"notes.txt", false, EntryKind::Text),
+            (b"index.html", false, EntryKind::Text),
+            (b"data.json", false, EntryKind::Text),
+            (b"archive.zip", false, EntryKind::File),
+            (b"noextension", false, EntryKind::File),
+            (b"odd.\xff", false, EntryKind::File),
+        ] {
+            assert_eq!(EntryKind::of(name, is_dir), want, "{}", String::from_utf8_lossy(name));
+        }
+        assert_eq!(EntryKind::Video.label().1, "video");
+    }
+
+    #[test]
+    fn breadcrumbs() {
+        let crumbs = |rel: &[u8]| -> Vec<(String, String)> {
+            breadcrumb(rel).into_iter().map(|(href, name)| (href, name.into_owned())).collect()
+        };
+        let pair = |h: &str, n: &str| (h.to_owned(), n.to_owned());
+        assert_eq!(crumbs(b""), [pair("./", "/")]);
+        assert_eq!(crumbs(b"films"), [pair("../", "/"), pair("./", "films")]);
+        assert_eq!(
+            crumbs(b"films/Classics/1902"),
+            [pair("../../../", "/"), pair("../../", "films"), pair("../", "Classics"), pair("./", "1902")]
+        );
+        assert_eq!(crumbs("música/\u{e9}".as_bytes())[2], pair("./", "\u{e9}"));
+        assert_eq!(crumbs(b"a\xffb")[1], pair("./", "a\u{FFFD}b"));
+    }
+
+    #[test]
     fn html_shape() {
         let html = to_html(b"", &single(2), &[entry(b"<b>&\"", false), entry(b"sub dir", true)]);
         assert!(!html.contains("href=\"../\""));
         assert!(html.contains("<title>Index of /</title>"));
         assert!(html.contains(
-            "<a href=\"%3Cb%3E%26%22\">&lt;b&gt;&amp;&quot;</a></td><td class=\"size\" title=\"1536 bytes\">1.5 KiB</td><td>1994-11-06 08:49</td>"
-        ));
-        assert!(html.contains("<a href=\"sub%20dir/\">sub dir/</a></td><td class=\"size\">-</td>"));
+            "<a href=\"%3Cb%3E%26%22\">&lt;b&gt;&amp;&quot;</a></td><td class=\"type\"><span aria-hidden=\"true\">\u{1F4E6}</span>file</td>\
+             <td class=\"size\" title=\"1536 bytes\">1.5 KiB</td><td><time datetime=\"1994-11-06T08:49Z\">1994-11-06 08:49</time></td>"
+        ), "{html}");
+        assert!(html.contains("<a href=\"sub%20dir/\">sub dir/</a></td><td class=\"type\"><span aria-hidden=\"true\">\u{1F4C1}</span>folder</td><td class=\"size\">-</td>"));
+        assert!(html.contains("<th>Last modified (UTC)</th>"));
+        assert!(html.contains("<h1>Index of <span class=\"crumbs\"><a href=\"./\">/</a></span></h1>"), "{html}");
         assert!(html.contains("<p class=\"count\">entries 1\u{2013}2 of 2</p>"));
         assert!(!html.contains("<nav>") && !html.contains("more entries than are listed"));
         let nested = to_html(b"a/<x>", &single(0), &[]);
         assert!(nested.contains("<a href=\"../\">../</a>"));
-        assert!(nested.contains("<h1>Index of /a/&lt;x&gt;/</h1>"));
+        assert!(nested.contains("<title>Index of /a/&lt;x&gt;/</title>"));
+        assert!(
+            nested.contains(
+                "<h1>Index of <span class=\"crumbs\"><a href=\"../../\">/</a><a href=\"../\">a</a>/<a href=\"./\">&lt;x&gt;</a>/</span></h1>"
+            ),
+            "{nested}"
+        );
         assert!(nested.contains("<p class=\"count\">no entries</p>"));
     }
 

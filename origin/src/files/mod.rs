@@ -6,9 +6,11 @@
 //! that streams it chunk by chunk as the client asks for more. A directory listing takes a
 //! second hop, and only with one of [`CONCURRENT_LISTINGS`] permits, so listings of huge
 //! folders can neither take over the blocking pool nor hold much memory ([`listing`]).
+//! Answers of compressible types are then gzip- or brotli-coded as the client asks ([`compress`]).
 
 mod body;
 mod cache;
+mod compress;
 mod conditional;
 mod hidden;
 mod listing;
@@ -56,6 +58,8 @@ pub struct FileServer {
     root: Arc<Root>,
     small: Arc<SmallFiles>,
     listings: Arc<Semaphore>,
+    /// Permits for answers being gzip- or brotli-coded ([`compress::CONCURRENT_CODINGS`]).
+    coders: Arc<Semaphore>,
     limits: listing::Limits,
 }
 
@@ -104,6 +108,7 @@ impl FileServer {
             root: Arc::new(root),
             small: Arc::default(),
             listings: Arc::new(Semaphore::new(CONCURRENT_LISTINGS)),
+            coders: Arc::new(Semaphore::new(compress::CONCURRENT_CODINGS)),
             limits: listing::Limits::default(),
         })
     }
@@ -135,11 +140,26 @@ impl FileServer {
             return Reject::NotFound.response(head);
         }
         let headers = req.headers();
+        let negotiation = compress::Negotiation {
+            coding: compress::choose(headers),
+            ranged: headers.contains_key(header::RANGE),
+            head,
+        };
+        let path_type = mime::content_type(&target.rel);
         let ask = Ask {
             head,
             conditions: Conditions::from_headers(headers),
             range: headers.get(header::RANGE).and_then(|value| range::parse(value.as_bytes())),
         };
+        // Keep only the URI (for a redirect); the request body is not needed.
+        let uri = req.into_parts().0.uri;
+        let response = self.answer(target, ask, &uri).await;
+        compress::apply(negotiation, &path_type, &self.coders, response)
+    }
+
+    /// The answer for a decoded, admissible path, before any content coding.
+    async fn answer(&self, target: Target, ask: Ask, uri: &Uri) -> Response<BoxBody> {
+        let head = ask.head;
         if !target.trailing_slash {
             if let Some(cached) = self.small.fresh(&target.rel) {
                 return respond(&cached.rep, &ask, |start, len| {
@@ -147,14 +167,12 @@ impl FileServer {
                 });
             }
         }
-        // Keep only the URI (for a redirect); the request body is not needed.
-        let uri = req.into_parts().0.uri;
         let root = Arc::clone(&self.root);
         let small = Arc::clone(&self.small);
         match tokio::task::spawn_blocking(move || serve(&root, &small, target, ask)).await {
             Ok(Outcome::Ready(response)) => response,
-            Ok(Outcome::AddSlash) => add_slash(&uri, head),
-            Ok(Outcome::List { dir, real, rel }) => self.list(dir, real, rel, &uri, head).await,
+            Ok(Outcome::AddSlash) => add_slash(uri, head),
+            Ok(Outcome::List { dir, real, rel }) => self.list(dir, real, rel, uri, head).await,
             Err(e) => {
                 warn!(error = %e, path = %uri.path(), "file server task failed");
                 Reject::Internal.response(head)

@@ -829,3 +829,105 @@ async fn listings_wait_for_a_permit_without_delaying_files() {
     let status = tokio::time::timeout(std::time::Duration::from_secs(5), listing).await.unwrap().unwrap();
     assert_eq!(status, StatusCode::OK);
 }
+
+async fn gunzip(data: &[u8]) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    async_compression::tokio::bufread::GzipDecoder::new(data).read_to_end(&mut out).await.unwrap();
+    out
+}
+
+async fn unbrotli(data: &[u8]) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    async_compression::tokio::bufread::BrotliDecoder::new(data).read_to_end(&mut out).await.unwrap();
+    out
+}
+
+/// Subtitles long enough to gain from compression, served both small (from memory) and
+/// large (streamed).
+fn subtitles(cues: usize) -> Vec<u8> {
+    let mut text = String::from("WEBVTT\n\n");
+    for i in 0..cues {
+        text.push_str(&format!(
+            "{:02}:{:02}.000 --> {:02}:{:02}.500\nLine number {i} of the subtitles\n\n",
+            i / 60,
+            i % 60,
+            i / 60,
+            i % 60
+        ));
+    }
+    text.into_bytes()
+}
+
+#[tokio::test]
+async fn text_and_listings_are_compressed_as_asked() {
+    let f = fixture();
+    let small = subtitles(40);
+    let large = subtitles(4000);
+    assert!(small.len() < 64 * 1024 && large.len() > 64 * 1024);
+    fs::write(f.root.join("small.vtt"), &small).unwrap();
+    fs::write(f.root.join("large.vtt"), &large).unwrap();
+    for (uri, data) in [("/small.vtt", &small), ("/large.vtt", &large)] {
+        let plain = get(&f.server, uri, &[]).await;
+        assert!(plain.headers.get("content-encoding").is_none(), "{uri}");
+        assert_eq!(plain.header("vary"), "accept-encoding");
+        assert_eq!(&plain.body[..], &data[..]);
+        let etag = plain.header("etag").to_owned();
+
+        let gz = get(&f.server, uri, &[("accept-encoding", "gzip")]).await;
+        assert_eq!(gz.status, StatusCode::OK);
+        assert_eq!(gz.header("content-encoding"), "gzip");
+        assert_eq!(gz.header("vary"), "accept-encoding");
+        assert_eq!(gz.header("etag"), format!("W/{etag}"));
+        assert!(gz.headers.get("content-length").is_none() && gz.headers.get("accept-ranges").is_none());
+        assert!(gz.body.len() < data.len() / 2, "{uri}: {} bytes", gz.body.len());
+        assert_eq!(&gunzip(&gz.body).await, data);
+
+        let br = get(&f.server, uri, &[("accept-encoding", "gzip;q=0.8, br")]).await;
+        assert_eq!(br.header("content-encoding"), "br");
+        assert_eq!(&unbrotli(&br.body).await, data);
+        let not_br = get(&f.server, uri, &[("accept-encoding", "gzip;q=0.8, br;q=0.1")]).await;
+        assert_eq!(not_br.header("content-encoding"), "gzip");
+
+        // HEAD: the headers of GET, no body.
+        let head = send(&f.server, Method::HEAD, uri, &[("accept-encoding", "br")]).await;
+        assert_eq!(head.headers, br.headers, "{uri}");
+        assert!(head.body.is_empty());
+
+        // The weak tag of the compressed answer revalidates it; the 304 names it.
+        let again = get(&f.server, uri, &[("accept-encoding", "gzip"), ("if-none-match", gz.header("etag"))]).await;
+        assert_eq!(again.status, StatusCode::NOT_MODIFIED);
+        assert_eq!(again.header("etag"), format!("W/{etag}"));
+        assert_eq!(again.header("vary"), "accept-encoding");
+        // ...and never satisfies If-Range, which needs the strong tag of the identity.
+        let ranged = get(&f.server, uri, &[("range", "bytes=0-9"), ("if-range", gz.header("etag"))]).await;
+        assert_eq!(ranged.status, StatusCode::OK);
+        assert_eq!(&ranged.body[..], &data[..]);
+
+        // Ranges are never compressed.
+        let part = get(&f.server, uri, &[("accept-encoding", "gzip, br"), ("range", "bytes=8-17")]).await;
+        assert_eq!(part.status, StatusCode::PARTIAL_CONTENT);
+        assert!(part.headers.get("content-encoding").is_none());
+        assert_eq!(&part.body[..], &data[8..18]);
+        assert_eq!(part.header("etag"), etag);
+    }
+
+    // Listings.
+    let listing = get(&f.server, "/", &[("accept-encoding", "br")]).await;
+    assert_eq!(listing.header("content-encoding"), "br");
+    let html = String::from_utf8(unbrotli(&listing.body).await).unwrap();
+    assert!(html.contains("<a href=\"small.vtt\">small.vtt</a>"), "{html}");
+    assert_eq!(html.as_bytes(), &get(&f.server, "/", &[]).await.body[..]);
+
+    // Media, and tiny answers, never.
+    fs::write(f.root.join("clip.mp4"), noise(100_000)).unwrap();
+    let mp4 = get(&f.server, "/clip.mp4", &[("accept-encoding", "gzip, br")]).await;
+    assert!(mp4.headers.get("content-encoding").is_none() && mp4.headers.get("vary").is_none());
+    assert_eq!(mp4.header("content-length"), "100000");
+    let hello = get(&f.server, "/hello.txt", &[("accept-encoding", "gzip")]).await;
+    assert!(hello.headers.get("content-encoding").is_none());
+    assert_eq!(&hello.body[..], HELLO);
+    let missing = get(&f.server, "/nope.txt", &[("accept-encoding", "gzip")]).await;
+    assert!(missing.headers.get("content-encoding").is_none());
+}
