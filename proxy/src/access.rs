@@ -145,8 +145,9 @@ impl Record {
             duration_ms = ms(self.start.elapsed()),
             head_ms = self.head_after.map(ms),
             origin = self.served.origin.as_deref().map(|o| display(truncate_for_log(o, FIELD_MAX))),
-            instance = self.served.tunnel.as_ref().map(|t| display(truncate_for_log(&t.instance, 64))),
-            route = self.served.route.as_ref().map(|r| display(truncate_for_log(&r.name, 64))),
+            // Text that may hold spaces: quoted in the human format.
+            instance = self.served.tunnel.as_ref().map(|t| truncate_for_log(&t.instance, 64)).as_deref(),
+            route = self.served.route.as_ref().map(|r| r.name.as_str()),
             outcome = %self.outcome.map_or("", Outcome::label),
         );
     }

@@ -151,7 +151,8 @@ async fn uploads_count_bytes_in_and_cut_downloads_say_so() {
     start_origin(origin_settings(&p, "media", p.token.clone(), files(dir.path())));
     connected(&p, "media").await;
 
-    let upload = Request::post("/up/post").header("host", "example.test").body(Full::new(Bytes::from(vec![7u8; 12345])));
+    let upload =
+        Request::post("/up/post").header("host", "example.test").body(Full::new(Bytes::from(vec![7u8; 12345])));
     let (status, _, body) = get_with(p.front, upload.unwrap()).await;
     assert_eq!((status, &body[..]), (StatusCode::OK, &b"12345"[..]));
     let line = one_line(&lines, "/up/post").await;
