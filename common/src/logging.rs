@@ -17,8 +17,8 @@ use tracing_subscriber::{EnvFilter, Layer};
 /// The tracing target of access-log lines, one per front-end request.
 pub const ACCESS_TARGET: &str = "revmux::access";
 
-/// Access-log lines an access-log file may have waiting for the disk; past it, lines are
-/// dropped and counted ([`access_lines_dropped`]) rather than held in memory.
+/// Access-log lines that may wait for their writer thread; past it, lines are dropped and
+/// counted ([`access_lines_dropped`]) rather than held in memory.
 pub const ACCESS_LOG_QUEUE: usize = 16 * 1024;
 
 /// How log lines are written.
@@ -66,8 +66,8 @@ impl std::fmt::Display for AccessLog {
     }
 }
 
-/// Keeps the access-log file's writer thread alive; dropping it writes out what is queued
-/// (for up to a second).
+/// Keeps the access-log writer thread alive; dropping it writes out what is queued (for up
+/// to a second).
 #[derive(Debug, Default)]
 #[must_use = "dropping the guard stops the access-log writer"]
 pub struct LogGuard {
@@ -76,7 +76,7 @@ pub struct LogGuard {
 
 static ACCESS_DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
 
-/// Access-log lines dropped because the file's queue was full (0 unless writing to a file).
+/// Access-log lines dropped because their queue was full.
 pub fn access_lines_dropped() -> u64 {
     ACCESS_DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
 }
@@ -109,18 +109,26 @@ pub fn init_with_access(format: LogFormat, access: &AccessLog) -> std::io::Resul
             .boxed(),
     }
     .with_filter(filter);
-    let (access_layer, guard) = match access {
-        AccessLog::Off => (None, None),
-        AccessLog::Stderr => (Some(access_layer(format, std::io::stderr, ansi)), None),
+    // A flood of requests is a flood of access lines: they are written by a thread of their
+    // own from a bounded queue, so neither a slow disk nor a stalled stderr reader (a full
+    // pipe) holds up the runtime, and a queue that is full drops lines (counted).
+    let sink: Option<(Box<dyn std::io::Write + Send>, bool)> = match access {
+        AccessLog::Off => None,
+        AccessLog::Stderr => Some((Box::new(std::io::stderr()), ansi)),
         AccessLog::File(path) => {
-            let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+            Some((Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?), false))
+        }
+    };
+    let (access_layer, guard) = match sink {
+        None => (None, None),
+        Some((out, ansi)) => {
             let (writer, guard) = NonBlockingBuilder::default()
                 .buffered_lines_limit(ACCESS_LOG_QUEUE)
                 .lossy(true)
                 .thread_name("revmux-access-log")
-                .finish(file);
+                .finish(out);
             let _ = ACCESS_DROPPED.set(writer.error_counter());
-            (Some(access_layer(format, writer, false)), Some(guard))
+            (Some(access_layer(format, writer, ansi)), Some(guard))
         }
     };
     // A second init (tests) keeps the first subscriber; that is not an error worth reporting.

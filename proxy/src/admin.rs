@@ -147,11 +147,7 @@ fn metrics_text(proxy: &Proxy) -> Result<String, std::fmt::Error> {
     registry.register("log_suppressed", "Repeated warning lines left out of the log by rate limiting", suppressed);
     let dropped = Counter::<u64>::default();
     dropped.inc_by(common::logging::access_lines_dropped());
-    registry.register(
-        "access_log_dropped",
-        "Access-log lines dropped because the access-log file fell behind",
-        dropped,
-    );
+    registry.register("access_log_dropped", "Access-log lines dropped because their writer fell behind", dropped);
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &root)?;
     Ok(out)

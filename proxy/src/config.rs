@@ -85,7 +85,7 @@ pub struct Cli {
 
     /// Access log, one line per front-end request (client, method, host, path, status, bytes
     /// each way, duration, origin): `stderr` (with the normal log), `off`, or a file to append
-    /// to (written by its own thread; lines are dropped and counted if the disk falls behind).
+    /// to (written by a thread of its own; lines are dropped and counted if it falls behind).
     #[arg(long, env = "REVMUX_ACCESS_LOG", value_name = "stderr|off|FILE", default_value = "stderr")]
     pub access_log: AccessLog,
 

@@ -77,7 +77,7 @@ pub struct ProxyInfo {
     /// Front-end requests the proxy answered itself with an error, by reason (non-zero only).
     #[serde(default)]
     pub failed_requests: BTreeMap<String, u64>,
-    /// Access-log lines dropped because the file fell behind.
+    /// Access-log lines dropped because their writer fell behind.
     #[serde(default)]
     pub access_log_dropped: u64,
     /// Time to the response head by origin and status class (classes with requests only).
