@@ -156,7 +156,7 @@ fn metrics_text(proxy: &Proxy) -> Result<String, std::fmt::Error> {
 /// The usual `process_*` metrics (no prefix), from `/proc/self`; those unknown are left out.
 fn register_process(root: &mut prometheus_client::registry::Registry) {
     use prometheus_client::metrics::gauge::Gauge as G;
-    let p = crate::process::read();
+    let p = crate::process::recent();
     if let Some(cpu) = p.cpu_seconds {
         let c = Counter::<f64, std::sync::atomic::AtomicU64>::default();
         c.inc_by(cpu);

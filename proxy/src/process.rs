@@ -15,6 +15,23 @@ pub struct ProcessStats {
     pub start_time_seconds: Option<f64>,
 }
 
+/// The values at most a second old: a status page served on the front end
+/// (`handler = "status"`) must not make every request list thousands of descriptors.
+pub fn recent() -> ProcessStats {
+    use std::sync::Mutex;
+    use std::time::{Duration, Instant};
+    static CACHE: Mutex<Option<(Instant, ProcessStats)>> = Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    match *cache {
+        Some((at, stats)) if at.elapsed() < Duration::from_secs(1) => stats,
+        _ => {
+            let stats = read();
+            *cache = Some((Instant::now(), stats));
+            stats
+        }
+    }
+}
+
 /// Read the current values (a few small files and one directory listing).
 #[cfg(target_os = "linux")]
 pub fn read() -> ProcessStats {

@@ -102,7 +102,7 @@ impl ProxyInfo {
     /// Gather it from the proxy-wide counters and the latency histograms.
     pub fn collect(counters: &Counters, latencies: &Latencies) -> Self {
         let (version, commit) = version_and_commit(common::VERSION);
-        let process = crate::process::read();
+        let process = crate::process::recent();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
         let mut responses = Vec::new();
         for (origin, classes) in latencies.snapshot() {
