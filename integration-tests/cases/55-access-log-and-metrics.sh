@@ -84,6 +84,15 @@ PY
     fi
     rm -f "$PIDS/watch-$sig"
   done
+  # On a terminal (script(1) gives it one) each refresh clears the screen first.
+  if command -v script >/dev/null; then
+    timeout 10 script -qfec "timeout -s INT 1 '$P_BIN' status --watch --interval 0.2 --admin-listen 127.0.0.1:$PAIR_ADMIN_PORT" \
+      /dev/null >"$T/watch-tty.out" 2>&1 </dev/null
+    check_true "p status --watch on a terminal: clears the screen before each refresh" ">= 2" \
+      "$(grep -c $'\e\[H\e\[2J' "$T/watch-tty.out")" [ "$(grep -c $'\e\[H\e\[2J' "$T/watch-tty.out")" -ge 2 ]
+  else
+    skip "p status --watch on a terminal: needs script(1)"
+  fi
   stop_pair al
   rm -f "$T/root/huge.bin"
 fi

@@ -293,11 +293,11 @@ fn origins_table(status: &Status) -> String {
     }
     let header =
         ["ORIGIN", "INSTANCE", "PEER", "CONNECTED SINCE", "UPTIME", "STREAMS", "REQUESTS", "TO ORIGIN", "FROM ORIGIN"];
-    let mut rows: Vec<[String; 9]> = Vec::new();
+    let mut rows: Vec<Vec<String>> = vec![header.map(str::to_owned).to_vec()];
     for o in &status.origins {
         for i in &o.instances {
             for t in &i.tunnels {
-                rows.push([
+                rows.push(vec![
                     o.name.clone(),
                     i.instance.chars().take(12).collect(),
                     t.peer.clone(),
@@ -311,23 +311,7 @@ fn origins_table(status: &Status) -> String {
             }
         }
     }
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
-        let parts: Vec<String> = cells.zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        out.push_str(parts.join("  ").trim_end());
-        out.push('\n');
-    };
-    line(&mut header.iter().copied());
-    for row in &rows {
-        line(&mut row.iter().map(String::as_str));
-    }
-    out
+    columns(&rows)
 }
 
 /// Cells laid out in columns as wide as their widest cell, two spaces apart.
