@@ -1,7 +1,25 @@
-//! Logging setup shared by `p` and `c`: human-readable or JSON lines on stderr, filtered by `RUST_LOG`.
+//! Logging setup shared by `p` and `c`: human-readable or JSON lines on stderr, filtered by
+//! `RUST_LOG`; and the proxy's access log, its own target ([`ACCESS_TARGET`]) written with the
+//! normal log, to a file through a bounded writer thread, or not at all (`--access-log`).
 
 use std::io::IsTerminal;
-use tracing_subscriber::EnvFilter;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use tracing::level_filters::LevelFilter;
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// The tracing target of access-log lines, one per front-end request.
+pub const ACCESS_TARGET: &str = "revmux::access";
+
+/// Access-log lines that may wait for their writer thread; past it, lines are dropped and
+/// counted ([`access_lines_dropped`]) rather than held in memory.
+pub const ACCESS_LOG_QUEUE: usize = 16 * 1024;
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -13,13 +31,142 @@ pub enum LogFormat {
     Json,
 }
 
-/// Install the global subscriber. `RUST_LOG` overrides the default level (`info`).
+/// Where access-log lines go (`--access-log`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum AccessLog {
+    /// None are written.
+    Off,
+    /// With the normal log on stderr, whatever `RUST_LOG` says.
+    #[default]
+    Stderr,
+    /// Appended to this file.
+    File(PathBuf),
+}
+
+impl std::str::FromStr for AccessLog {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "" => Err("empty: give off, stderr or a file path (e.g. /var/log/revmux/access.log)".into()),
+            "off" | "none" => Ok(AccessLog::Off),
+            "stderr" | "on" | "-" => Ok(AccessLog::Stderr),
+            path => Ok(AccessLog::File(PathBuf::from(path))),
+        }
+    }
+}
+
+impl std::fmt::Display for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AccessLog::Off => f.write_str("off"),
+            AccessLog::Stderr => f.write_str("stderr"),
+            AccessLog::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// Keeps the access-log writer thread alive; dropping it writes out what is queued (for up
+/// to a second).
+#[derive(Debug, Default)]
+#[must_use = "dropping the guard stops the access-log writer"]
+pub struct LogGuard {
+    _worker: Option<WorkerGuard>,
+}
+
+static ACCESS_DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// Access-log lines dropped because their queue was full.
+pub fn access_lines_dropped() -> u64 {
+    ACCESS_DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
+}
+
+/// Install the global subscriber with no access log (the origin). `RUST_LOG` overrides the
+/// default level (`info`).
 pub fn init(format: LogFormat) {
+    // Nothing is opened without a file, so this cannot fail.
+    let _ = init_with_access(format, &AccessLog::Off);
+}
+
+/// Install the global subscriber: the normal log on stderr as `RUST_LOG` says (`info` by
+/// default), access-log lines where `access` says. Fails only when the access-log file cannot
+/// be opened.
+pub fn init_with_access(format: LogFormat, access: &AccessLog) -> std::io::Result<LogGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    // A second init (tests) keeps the first subscriber; that is not an error worth reporting.
-    let _ = match format {
-        LogFormat::Human => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
-        LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).try_init(),
+    // Access lines are the access layer's alone, so RUST_LOG neither hides nor doubles them.
+    let filter = match format!("{ACCESS_TARGET}=off").parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
     };
+    let ansi = std::io::stderr().is_terminal();
+    let main = match format {
+        LogFormat::Human => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
+    }
+    .with_filter(filter);
+    // A flood of requests is a flood of access lines: they are written by a thread of their
+    // own from a bounded queue, so neither a slow disk nor a stalled stderr reader (a full
+    // pipe) holds up the runtime, and a queue that is full drops lines (counted).
+    let sink: Option<(Box<dyn std::io::Write + Send>, bool)> = match access {
+        AccessLog::Off => None,
+        AccessLog::Stderr => Some((Box::new(std::io::stderr()), ansi)),
+        AccessLog::File(path) => {
+            Some((Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?), false))
+        }
+    };
+    let (access_layer, guard) = match sink {
+        None => (None, None),
+        Some((out, ansi)) => {
+            let (writer, guard) = NonBlockingBuilder::default()
+                .buffered_lines_limit(ACCESS_LOG_QUEUE)
+                .lossy(true)
+                .thread_name("revmux-access-log")
+                .finish(out);
+            let _ = ACCESS_DROPPED.set(writer.error_counter());
+            (Some(access_layer(format, writer, ansi)), Some(guard))
+        }
+    };
+    // A second init (tests) keeps the first subscriber; that is not an error worth reporting.
+    let _ = tracing_subscriber::registry().with(main).with(access_layer).try_init();
+    Ok(LogGuard { _worker: guard })
+}
+
+/// A layer writing only access-log lines, in `format`, to `writer` (also used by tests to
+/// capture them).
+pub fn access_layer<S, W>(format: LogFormat, writer: W, ansi: bool) -> Box<dyn Layer<S> + Send + Sync + 'static>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let only_access = Targets::new().with_target(ACCESS_TARGET, LevelFilter::INFO);
+    match format {
+        LogFormat::Human => {
+            tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(ansi).with_filter(only_access).boxed()
+        }
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(false)
+            .with_span_list(false)
+            .with_writer(writer)
+            .with_filter(only_access)
+            .boxed(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_log_values() {
+        assert_eq!("off".parse::<AccessLog>(), Ok(AccessLog::Off));
+        assert_eq!("stderr".parse::<AccessLog>(), Ok(AccessLog::Stderr));
+        assert_eq!("/var/log/a.log".parse::<AccessLog>(), Ok(AccessLog::File("/var/log/a.log".into())));
+        assert!("".parse::<AccessLog>().expect_err("empty").contains("off, stderr or a file"));
+    }
 }

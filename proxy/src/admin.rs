@@ -1,8 +1,8 @@
 //! The admin endpoint (`GET /status` as JSON, `GET /` as HTML, `GET /metrics` in Prometheus text) and the
-//! `p status` command that prints the same status as a table.
+//! `p status` command that prints the same status as a table, once or every few seconds.
 
 use crate::state::Proxy;
-use crate::status::{self, Status};
+use crate::status::{self, ProxyInfo, Status};
 use bytes::Bytes;
 use common::body::{self, BoxBody};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -17,7 +17,9 @@ use std::time::Duration;
 
 /// The status document of a running proxy.
 pub fn status(proxy: &Proxy) -> Status {
-    Status::build(&proxy.origins.snapshot(), &proxy.table.load())
+    let mut status = Status::build(&proxy.origins.snapshot(), &proxy.table.load());
+    status.proxy = ProxyInfo::collect(&proxy.counters, &proxy.latencies);
+    status
 }
 
 /// Answer one admin request.
@@ -47,7 +49,18 @@ pub async fn handle(proxy: &Proxy, req: Request<Incoming>) -> Response<BoxBody> 
 
 fn metrics_text(proxy: &Proxy) -> Result<String, std::fmt::Error> {
     type Labels = Vec<(&'static str, String)>;
-    let mut registry = prometheus_client::registry::Registry::with_prefix("revmux");
+    let mut root = prometheus_client::registry::Registry::default();
+    register_process(&mut root);
+    let registry = root.sub_registry_with_prefix("revmux");
+    let build = Family::<Labels, Gauge>::default();
+    let (version, commit) = status::version_and_commit(common::VERSION);
+    build.get_or_create(&vec![("version", version.to_owned()), ("commit", commit.to_owned())]).set(1);
+    registry.register("build_info", "The running build: its version and git commit (always 1)", build);
+    registry.register(
+        "request_duration_seconds",
+        "Time from a front-end request's arrival to its response head, per origin (empty: answered by the proxy) and status class",
+        crate::metrics::latency_family(&proxy.latencies),
+    );
     let tunnels = Family::<Labels, Gauge>::default();
     let open = Family::<Labels, Gauge>::default();
     let requests = Family::<Labels, Counter>::default();
@@ -132,9 +145,41 @@ fn metrics_text(proxy: &Proxy) -> Result<String, std::fmt::Error> {
     reloads.get_or_create(&vec![("result", "refused")]).inc_by(c.reloads_failed.load(Ordering::Relaxed));
     registry.register("config_reloads", "Configuration reloads, applied or refused (bad file)", reloads);
     registry.register("log_suppressed", "Repeated warning lines left out of the log by rate limiting", suppressed);
+    let dropped = Counter::<u64>::default();
+    dropped.inc_by(common::logging::access_lines_dropped());
+    registry.register("access_log_dropped", "Access-log lines dropped because their writer fell behind", dropped);
     let mut out = String::new();
-    prometheus_client::encoding::text::encode(&mut out, &registry)?;
+    prometheus_client::encoding::text::encode(&mut out, &root)?;
     Ok(out)
+}
+
+/// The usual `process_*` metrics (no prefix), from `/proc/self`; those unknown are left out.
+fn register_process(root: &mut prometheus_client::registry::Registry) {
+    use prometheus_client::metrics::gauge::Gauge as G;
+    let p = crate::process::recent();
+    if let Some(cpu) = p.cpu_seconds {
+        let c = Counter::<f64, std::sync::atomic::AtomicU64>::default();
+        c.inc_by(cpu);
+        root.register("process_cpu_seconds", "User and system CPU time spent, in seconds", c);
+    }
+    let gauges: [(&str, &str, Option<f64>); 5] = [
+        ("process_resident_memory_bytes", "Resident memory size in bytes", p.resident_memory_bytes.map(|v| v as f64)),
+        ("process_open_fds", "Open file descriptors", p.open_fds.map(|v| v as f64)),
+        ("process_max_fds", "The limit on open file descriptors", p.max_fds.map(|v| v as f64)),
+        ("process_threads", "Operating-system threads", p.threads.map(|v| v as f64)),
+        (
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch, in seconds",
+            p.start_time_seconds,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        if let Some(v) = value {
+            let g = G::<f64, std::sync::atomic::AtomicU64>::default();
+            g.set(v);
+            root.register(name, help, g);
+        }
+    }
 }
 
 fn text(status: StatusCode, message: &str) -> Response<BoxBody> {
@@ -178,4 +223,53 @@ pub fn status_hint(admin: SocketAddr) -> String {
          listens elsewhere, point p status at it with --admin-listen ADDR or REVMUX_ADMIN_LISTEN=ADDR, \
          e.g. p status --admin-listen 127.0.0.1:9445"
     )
+}
+
+/// `p status`: print the table once (exit 1 when the proxy cannot be asked), or with `watch`
+/// every that often until SIGINT or SIGTERM (exit 0), redrawn in place when standard output is
+/// a terminal and printed one after another when it is not.
+pub async fn status_command(admin: SocketAddr, watch: Option<Duration>) -> i32 {
+    use std::io::{IsTerminal, Write};
+    let Some(every) = watch else {
+        return match fetch_status(admin).await {
+            Ok(status) => match std::io::stdout().write_all(status::table(&status).as_bytes()) {
+                Ok(()) => 0,
+                Err(_) => 1,
+            },
+            Err(e) => {
+                eprintln!("error: {e:#}\n  hint: {}", status_hint(admin));
+                1
+            }
+        };
+    };
+    let terminal = std::io::stdout().is_terminal();
+    let stop = common::shutdown::signal();
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stop => return 0,
+            _ = tick.tick() => {}
+        }
+        let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+        let fetched = tokio::select! {
+            _ = &mut stop => return 0,
+            fetched = fetch_status(admin) => fetched,
+        };
+        let body = match fetched {
+            Ok(status) => status::table(&status),
+            Err(e) => format!("error: {e:#}\n  hint: {}\n", status_hint(admin)),
+        };
+        let clear = if terminal { "\x1b[H\x1b[2J" } else { "" };
+        let text = format!(
+            "{clear}revmux status from {admin} at {now} (every {}; Ctrl-C to stop)\n\n{body}\n",
+            humantime::format_duration(every)
+        );
+        let mut out = std::io::stdout().lock();
+        // Standard output closed (the reader went away): nothing left to do.
+        if out.write_all(text.as_bytes()).and_then(|()| out.flush()).is_err() {
+            return 0;
+        }
+    }
 }

@@ -4,7 +4,7 @@
 
 use clap::{Parser, Subcommand};
 use common::certs;
-use common::logging::LogFormat;
+use common::logging::{AccessLog, LogFormat};
 use common::tls;
 use common::tuning;
 use common::Secret;
@@ -81,9 +81,15 @@ pub struct Cli {
     #[arg(long, env = "REVMUX_THREADS", value_name = "N", default_value_t = 0)]
     pub threads: usize,
 
-    /// Log line format.
+    /// Log line format (the access log's too).
     #[arg(long, env = "REVMUX_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
+
+    /// Access log, one line per front-end request (client, method, host, path, status, bytes
+    /// each way, duration, origin): `stderr` (with the normal log), `off`, or a file to append
+    /// to (written by a thread of its own; lines are dropped and counted if it falls behind).
+    #[arg(long, env = "REVMUX_ACCESS_LOG", value_name = "stderr|off|FILE", default_value = "stderr")]
+    pub access_log: AccessLog,
 
     /// A front-end client must send each request head within this (e.g. 30s, 1m).
     #[arg(long, env = "REVMUX_HEADER_TIMEOUT", value_name = "DURATION", default_value = "30s", value_parser = duration)]
@@ -128,6 +134,19 @@ fn at_least_one(s: &str) -> Result<usize, String> {
     }
 }
 
+/// `p status --interval`: seconds (`2`, `0.5`) or a duration (`2s`, `500ms`); 100ms at least.
+fn interval(s: &str) -> Result<Duration, String> {
+    let d = match s.trim().parse::<f64>() {
+        Ok(secs) if (0.0..1e9).contains(&secs) => Duration::from_secs_f64(secs),
+        Ok(_) => return Err(format!("{s:?} is not a number of seconds")),
+        Err(_) => duration(s)?,
+    };
+    if d < Duration::from_millis(100) {
+        return Err("must be at least 100ms".into());
+    }
+    Ok(d)
+}
+
 /// A duration flag: `30s`, `1m`, `500ms`; at least one millisecond.
 fn duration(s: &str) -> Result<Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| format!("{e} (write it like 30s, 2m or 500ms)"))?;
@@ -140,7 +159,14 @@ fn duration(s: &str) -> Result<Duration, String> {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print the connected origins of a running proxy as a table (asks its --admin-listen).
-    Status,
+    Status {
+        /// Print it again every --interval until Ctrl-C (redrawn in place on a terminal).
+        #[arg(long)]
+        watch: bool,
+        /// How often --watch refreshes (e.g. 2s, 500ms).
+        #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = interval, requires = "watch")]
+        interval: Duration,
+    },
     /// Check a config file: exit 0 when it is good, 64 with `file:line: key: message` when not.
     CheckConfig {
         /// The config file to check.

@@ -4,6 +4,7 @@
 //! front end carry backpressure both ways. A request is only ever tried on the tunnels of the
 //! origin it was routed to.
 
+use crate::access::Served;
 use crate::clients::{client_key, StreamPermit};
 use crate::error::Error;
 use crate::logs::ABORTED;
@@ -165,6 +166,7 @@ pub async fn to_origin(
     (origin, max_waiting): (&str, usize),
     timeout: Duration,
     activity: Arc<ConnActivity>,
+    served: &mut Served,
 ) -> Result<Response<BoxBody>, Error> {
     let active = Active::begin(activity, &proxy.stalls);
     let pool = proxy.origins.pool(origin);
@@ -184,6 +186,7 @@ pub async fn to_origin(
             continue;
         }
         let guard = StreamGuard::open(tunnel.clone());
+        served.tunnel = Some(tunnel.clone());
         req.body_mut().meter(tunnel.clone());
         let sent = match tokio::time::timeout(timeout, sender.try_send_request(req)).await {
             Ok(sent) => sent,

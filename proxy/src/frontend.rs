@@ -4,6 +4,7 @@
 //! policy (may it, and how it is rewritten), then the target: an origin's tunnels, a `url`,
 //! or an answer from the proxy itself. Every refusal is one [`Error`], rendered in one place.
 
+use crate::access::{Logged, Record, Served};
 use crate::error::Error;
 use crate::forward::{self, FrontendConn};
 use crate::io::{self as fio, FrontIo, Protocol};
@@ -181,18 +182,16 @@ pub async fn handle(
     conn: &FrontendConn,
     activity: Arc<ConnActivity>,
 ) -> Response<BoxBody> {
-    let (method, uri) = (req.method().clone(), req.uri().clone());
-    match dispatch(proxy, req, conn, activity).await {
-        Ok(resp) => {
-            debug!(%method, uri = %truncate_for_log(&uri.to_string(), LOG_FIELD_MAX), status = resp.status().as_u16(), "answered");
-            resp
-        }
+    // Dropped with this future if the client leaves first: the record then logs that.
+    let mut record = Record::begin(&req, conn.peer);
+    let resp = match dispatch(proxy, req, conn, activity, &mut record.served).await {
+        Ok(resp) => resp,
         Err(e) => {
             proxy.counters.record_failure(&e);
             if let Some(suppressed) = NOT_FORWARDED.allow() {
                 tracing::warn!(
-                    %method,
-                    uri = %truncate_for_log(&uri.to_string(), LOG_FIELD_MAX),
+                    method = %record.method(),
+                    uri = %truncate_for_log(&record.uri().to_string(), LOG_FIELD_MAX),
                     peer = %conn.peer,
                     side = ?e.side(),
                     error = %truncate_for_log(&e.to_string(), LOG_FIELD_MAX),
@@ -202,7 +201,11 @@ pub async fn handle(
             }
             e.into_response()
         }
-    }
+    };
+    let head_after = record.responded(resp.status());
+    proxy.latencies.observe(record.origin_label(), resp.status(), head_after);
+    let (parts, body) = resp.into_parts();
+    Response::from_parts(parts, body::boxed(Logged::new(body, record)))
 }
 
 async fn dispatch(
@@ -210,9 +213,10 @@ async fn dispatch(
     req: Request<Incoming>,
     conn: &FrontendConn,
     activity: Arc<ConnActivity>,
+    served: &mut Served,
 ) -> Result<Response<BoxBody>, Error> {
     let table = proxy.table.load_full();
-    let (mut resp, route) = answer(proxy, &table, req, conn, activity).await?;
+    let (mut resp, route) = answer(proxy, &table, req, conn, activity, served).await?;
     route.policy.rewrite_response(resp.headers_mut());
     Ok(resp)
 }
@@ -224,6 +228,7 @@ async fn answer(
     req: Request<Incoming>,
     conn: &FrontendConn,
     activity: Arc<ConnActivity>,
+    served: &mut Served,
 ) -> Result<(Response<BoxBody>, Arc<crate::route::Route>), Error> {
     let (parts, incoming) = req.into_parts();
     if protocol::is_tunnel_request(&parts) {
@@ -236,6 +241,7 @@ async fn answer(
         .lookup(host, parts.uri.path())
         .ok_or_else(|| Error::NoRoute { host: host.to_owned(), path: parts.uri.path().to_owned() })?;
     let route = route.clone();
+    served.route = Some(route.clone());
     let client = policy::client_ip(conn.peer.ip(), &parts.headers, &table.trusted_proxies);
     let trusted = policy::is_trusted(conn.peer.ip(), &table.trusted_proxies);
     route.policy.admit(client, &parts.headers).await?;
@@ -246,7 +252,8 @@ async fn answer(
             (proxy.origins.most_recent().ok_or(Error::NoOrigin)?, service)
         }
         Target::Url { authority, base, text } => {
-            let req = rewritten(&route.policy, parts, incoming, conn, &public, trusted)?;
+            served.origin = Some(text.clone());
+            let req = rewritten(&route.policy, parts, incoming, conn, &public, trusted, served)?;
             let resp = forward::to_url(proxy, req, conn, (authority, base, text), timeout, activity).await?;
             return Ok((resp, route));
         }
@@ -273,12 +280,13 @@ async fn answer(
             return Ok((resp, route));
         }
     };
-    let mut req = rewritten(&route.policy, parts, incoming, conn, &public, trusted)?;
+    served.origin = Some(origin.clone());
+    let mut req = rewritten(&route.policy, parts, incoming, conn, &public, trusted, served)?;
     if let Some(value) = service.as_deref().and_then(|s| HeaderValue::from_str(s).ok()) {
         req.headers_mut().insert(protocol::SERVICE_HEADER, value);
     }
     let max_waiting = table.max_waiting.get(&origin).copied().unwrap_or(proxy.limits.max_waiting_per_origin);
-    let resp = forward::to_origin(proxy, req, conn, (&origin, max_waiting), timeout, activity).await?;
+    let resp = forward::to_origin(proxy, req, conn, (&origin, max_waiting), timeout, activity, served).await?;
     Ok((resp, route))
 }
 
@@ -290,11 +298,12 @@ fn rewritten(
     conn: &FrontendConn,
     public: &http::uri::Authority,
     peer_trusted: bool,
+    served: &Served,
 ) -> Result<Request<ToOrigin>, Error> {
     let mut target = public.clone();
     // Only a route chooses an origin's service, never the front-end client.
     parts.headers.remove(protocol::SERVICE_HEADER);
     policy.rewrite(&mut parts, &mut target);
     forward::prepare(&mut parts, conn, public, target, peer_trusted)?;
-    Ok(Request::from_parts(parts, ToOrigin::new(incoming)))
+    Ok(Request::from_parts(parts, ToOrigin::counted(incoming, served.bytes_in.clone())))
 }

@@ -3,10 +3,13 @@
 //! Data flows one way: `server` (accept, limits) → `frontend` (TLS, first bytes, HTTP) →
 //! `route` (pure: host and path → a route's target) → `policy` (allow, auth, rewrites) →
 //! `forward` (streams on an origin's tunnels, or a `url`) → `origins` (pools of tunnels) ←
-//! `tunnel` (the tunnel port). `admin` and `status` read snapshots only; `error` is the one
+//! `tunnel` (the tunnel port). `access` writes one access-log line per front-end request; `metrics` keeps latency
+//! histograms and `process` reads the process's resource use; `admin` and `status` read
+//! snapshots only; `error` is the one
 //! error type, rendered in one place; `config` compiles a file into a table and credentials
 //! that `reload` swaps in whole. See docs/internals.md.
 
+pub mod access;
 pub mod admin;
 pub mod clients;
 pub mod config;
@@ -17,8 +20,10 @@ pub mod forward;
 pub mod frontend;
 pub mod io;
 pub mod logs;
+pub mod metrics;
 pub mod origins;
 pub mod policy;
+pub mod process;
 pub mod reload;
 pub mod route;
 pub mod server;

@@ -13,10 +13,24 @@ fn main() {
         Some(Command::HashPassword) => std::process::exit(hash_password()),
         _ => {}
     }
-    common::logging::init(cli.log_format);
+    let log_guard = match &cli.command {
+        Some(Command::Status { .. }) => {
+            common::logging::init(cli.log_format);
+            common::logging::LogGuard::default()
+        }
+        _ => match common::logging::init_with_access(cli.log_format, &cli.access_log) {
+            Ok(guard) => guard,
+            Err(e) => cli::usage_error("--access-log", format!("cannot open {} to append to: {e}", cli.access_log)),
+        },
+    };
     common::tls::install_default_provider();
     let runtime = common::runtime::build(cli.threads, None);
-    common::runtime::run_main(runtime, async_main(cli))
+    common::runtime::run_main(runtime, async move {
+        let code = async_main(cli).await;
+        // Write out what the access-log file still has queued.
+        drop(log_guard);
+        code
+    })
 }
 
 /// `p check-config FILE`: 0 when good, 64 and `file:line: key: message` when not. Token files
@@ -69,17 +83,8 @@ fn hash_password() -> i32 {
 }
 
 async fn async_main(cli: Cli) -> i32 {
-    if let Some(Command::Status) = cli.command {
-        return match proxy::admin::fetch_status(cli.admin_listen).await {
-            Ok(status) => {
-                print!("{}", proxy::status::table(&status));
-                0
-            }
-            Err(e) => {
-                eprintln!("error: {e:#}\n{}", proxy::admin::status_hint(cli.admin_listen));
-                1
-            }
-        };
+    if let Some(Command::Status { watch, interval }) = cli.command {
+        return proxy::admin::status_command(cli.admin_listen, watch.then_some(interval)).await;
     }
     // Bind first: a proxy that cannot start (a second `p` in the same directory, a port in
     // use) must fail before it writes anything into --certs-dir.

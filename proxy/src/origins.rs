@@ -306,11 +306,18 @@ impl OriginView {
 pub struct ToOrigin {
     inner: Incoming,
     meter: Option<Arc<Tunnel>>,
+    /// Every body byte received from the front-end client (for its access-log line).
+    received: Option<Arc<AtomicU64>>,
 }
 
 impl ToOrigin {
     pub fn new(inner: Incoming) -> Self {
-        ToOrigin { inner, meter: None }
+        ToOrigin { inner, meter: None, received: None }
+    }
+
+    /// Count every body byte into `received` too, whichever tunnel or target it goes to.
+    pub fn counted(inner: Incoming, received: Arc<AtomicU64>) -> Self {
+        ToOrigin { inner, meter: None, received: Some(received) }
     }
 
     /// Count the body's bytes into this tunnel from now on.
@@ -325,9 +332,13 @@ impl Body for ToOrigin {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
-        if let (Some(Ok(f)), Some(tunnel)) = (&frame, &self.meter) {
-            if let Some(data) = f.data_ref() {
-                Tunnel::add(&tunnel.stats.bytes_to_origin, data.len() as u64);
+        if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()).and_then(Frame::data_ref) {
+            let n = data.len() as u64;
+            if let Some(tunnel) = &self.meter {
+                Tunnel::add(&tunnel.stats.bytes_to_origin, n);
+            }
+            if let Some(received) = &self.received {
+                received.fetch_add(n, Ordering::Relaxed);
             }
         }
         Poll::Ready(frame)

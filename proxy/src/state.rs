@@ -3,6 +3,7 @@
 
 use crate::clients::{ConnLimiter, StreamSlots};
 use crate::credentials::Credentials;
+use crate::metrics::Latencies;
 use crate::origins::Origins;
 use crate::route::Table;
 use crate::stall::Stalls;
@@ -62,6 +63,8 @@ pub struct Proxy {
     pub table: ArcSwap<Table>,
     pub tls: ArcSwapOption<Tls>,
     pub counters: Counters,
+    /// Time to the response head, per origin and status class.
+    pub latencies: Latencies,
     pub limits: Limits,
     /// Requests in flight per client address.
     pub slots: Arc<StreamSlots>,
@@ -99,6 +102,7 @@ impl Proxy {
             table: ArcSwap::from_pointee(table),
             tls: ArcSwapOption::empty(),
             counters: Counters::default(),
+            latencies: Latencies::default(),
             slots: StreamSlots::new(limits.max_streams_per_client),
             stalls: Stalls::new(limits.send_timeout),
             per_client: PerClient {

@@ -1,10 +1,13 @@
 //! What the proxy reports about itself: counters of requests it answered with an error, and
-//! the status document (origins grouped into instances and tunnels, the routes in force),
-//! rendered as JSON (`/status`), a table (`p status`) or an HTML page (`handler = "status"`).
-//! Built from snapshots only.
+//! the status document (origins grouped into instances and tunnels, the routes in force, the
+//! process, latency by origin and status class, refused tunnels), rendered as JSON
+//! (`/status`), a table (`p status`) or an HTML page (`handler = "status"`). Built from
+//! snapshots only.
 
 use crate::error::Error;
+use crate::metrics::{Latencies, CLASSES};
 use crate::origins::{OriginView, TunnelView};
+use crate::process::ProcessStats;
 use crate::route::{Handler, OriginRef, Table, Target};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,6 +57,90 @@ pub struct Status {
     pub routes: Vec<RouteStatus>,
     #[serde(default)]
     pub config: String,
+    /// The proxy process itself; absent from proxies that predate it.
+    #[serde(default)]
+    pub proxy: ProxyInfo,
+}
+
+/// The proxy process: build, resource use and proxy-wide counters.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct ProxyInfo {
+    pub version: String,
+    pub commit: String,
+    #[serde(default)]
+    pub uptime_secs: Option<u64>,
+    #[serde(default)]
+    pub process: ProcessStats,
+    /// Tunnel-port connections that did not become a tunnel, by reason.
+    #[serde(default)]
+    pub tunnel_rejections: BTreeMap<String, u64>,
+    /// Front-end requests the proxy answered itself with an error, by reason (non-zero only).
+    #[serde(default)]
+    pub failed_requests: BTreeMap<String, u64>,
+    /// Access-log lines dropped because their writer fell behind.
+    #[serde(default)]
+    pub access_log_dropped: u64,
+    /// Time to the response head by origin and status class (classes with requests only).
+    #[serde(default)]
+    pub responses: Vec<ResponseClass>,
+}
+
+/// Requests of one origin answered with one status class, and how soon their heads came.
+/// Quantiles are the upper bound of the histogram bucket holding them (`null`: past the last).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ResponseClass {
+    /// Empty for requests the proxy answered itself.
+    pub origin: String,
+    pub class: String,
+    pub count: u64,
+    pub mean_ms: f64,
+    pub p50_ms_at_most: Option<f64>,
+    pub p99_ms_at_most: Option<f64>,
+}
+
+impl ProxyInfo {
+    /// Gather it from the proxy-wide counters and the latency histograms.
+    pub fn collect(counters: &Counters, latencies: &Latencies) -> Self {
+        let (version, commit) = version_and_commit(common::VERSION);
+        let process = crate::process::recent();
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+        let mut responses = Vec::new();
+        for (origin, classes) in latencies.snapshot() {
+            for (class, h) in CLASSES.iter().zip(classes) {
+                if h.count == 0 {
+                    continue;
+                }
+                let ms = |q: f64| h.quantile_at_most(q).filter(|s| s.is_finite()).map(|s| s * 1000.0);
+                responses.push(ResponseClass {
+                    origin: origin.clone(),
+                    class: (*class).to_owned(),
+                    count: h.count,
+                    mean_ms: (h.sum_seconds * 1000.0 / h.count as f64 * 1000.0).round() / 1000.0,
+                    p50_ms_at_most: ms(0.5),
+                    p99_ms_at_most: ms(0.99),
+                });
+            }
+        }
+        ProxyInfo {
+            version: version.to_owned(),
+            commit: commit.to_owned(),
+            uptime_secs: process.start_time_seconds.map(|t| (now - t).max(0.0) as u64),
+            process,
+            tunnel_rejections: counters.tunnel_rejections().into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            failed_requests: counters.failures().filter(|(_, n)| *n > 0).map(|(k, v)| (k.to_owned(), v)).collect(),
+            access_log_dropped: common::logging::access_lines_dropped(),
+            responses,
+        }
+    }
+}
+
+/// The crate version and the commit out of a [`common::VERSION`] such as
+/// "0.1.0 (abc1234 2026-11-22)"; the commit is "unknown" when it was not built from git.
+pub fn version_and_commit(full: &str) -> (&str, &str) {
+    let (version, rest) = full.split_once(' ').unwrap_or((full, ""));
+    let commit = rest.trim_start_matches('(').split([' ', ')']).next().unwrap_or("");
+    let commit = if commit.is_empty() || commit == "unknown" { "unknown" } else { commit };
+    (version, commit)
 }
 
 /// One origin: totals over its pool, and the pool itself.
@@ -177,7 +264,7 @@ impl Status {
                 target: describe(&r.target),
             })
             .collect();
-        Status { origins, routes, config: table.source.clone() }
+        Status { origins, routes, config: table.source.clone(), proxy: ProxyInfo::default() }
     }
 }
 
@@ -195,16 +282,22 @@ fn describe(target: &Target) -> String {
 
 /// The status as an aligned table: one row per tunnel, grouped by origin and instance.
 pub fn table(status: &Status) -> String {
+    let mut out = origins_table(status);
+    out.push_str(&proxy_lines(&status.proxy));
+    out
+}
+
+fn origins_table(status: &Status) -> String {
     if status.origins.is_empty() {
         return "no origin is connected\n".to_owned();
     }
     let header =
         ["ORIGIN", "INSTANCE", "PEER", "CONNECTED SINCE", "UPTIME", "STREAMS", "REQUESTS", "TO ORIGIN", "FROM ORIGIN"];
-    let mut rows: Vec<[String; 9]> = Vec::new();
+    let mut rows: Vec<Vec<String>> = vec![header.map(str::to_owned).to_vec()];
     for o in &status.origins {
         for i in &o.instances {
             for t in &i.tunnels {
-                rows.push([
+                rows.push(vec![
                     o.name.clone(),
                     i.instance.chars().take(12).collect(),
                     t.peer.clone(),
@@ -218,21 +311,84 @@ pub fn table(status: &Status) -> String {
             }
         }
     }
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+    columns(&rows)
+}
+
+/// Cells laid out in columns as wide as their widest cell, two spaces apart.
+fn columns(rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = Vec::new();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            let n = cell.chars().count();
+            match widths.get_mut(i) {
+                Some(w) => *w = (*w).max(n),
+                None => widths.push(n),
+            }
         }
     }
     let mut out = String::new();
-    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
-        let parts: Vec<String> = cells.zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        out.push_str(parts.join("  ").trim_end());
+    for row in rows {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
         out.push('\n');
-    };
-    line(&mut header.iter().copied());
-    for row in &rows {
-        line(&mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+fn ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms"))
+}
+
+fn counts(map: &BTreeMap<String, u64>) -> String {
+    map.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The proxy process, refusals and latency, under the origins table (nothing for a proxy
+/// that predates them).
+fn proxy_lines(p: &ProxyInfo) -> String {
+    if p.version.is_empty() {
+        return String::new();
+    }
+    let mut facts = vec![format!("revmux {} (commit {})", p.version, p.commit)];
+    if let Some(up) = p.uptime_secs {
+        facts.push(format!("up {}", humantime::format_duration(Duration::from_secs(up))));
+    }
+    let pr = &p.process;
+    if let Some(cpu) = pr.cpu_seconds {
+        facts.push(format!("cpu {cpu:.2} s"));
+    }
+    if let Some(rss) = pr.resident_memory_bytes {
+        facts.push(format!("memory {}", human_bytes(rss)));
+    }
+    if let Some(fds) = pr.open_fds {
+        facts.push(format!("{fds} open files"));
+    }
+    let mut out = format!("\n{}\n", facts.join(", "));
+    if !p.tunnel_rejections.is_empty() {
+        out.push_str(&format!("tunnels refused: {}\n", counts(&p.tunnel_rejections)));
+    }
+    if !p.failed_requests.is_empty() {
+        out.push_str(&format!("requests failed: {}\n", counts(&p.failed_requests)));
+    }
+    if p.access_log_dropped > 0 {
+        out.push_str(&format!("access-log lines dropped: {}\n", p.access_log_dropped));
+    }
+    if !p.responses.is_empty() {
+        let mut rows = vec![["RESPONSES FROM", "CLASS", "COUNT", "MEAN", "P50 AT MOST", "P99 AT MOST"]
+            .map(str::to_owned)
+            .to_vec()];
+        for r in &p.responses {
+            rows.push(vec![
+                if r.origin.is_empty() { "(the proxy)".to_owned() } else { r.origin.clone() },
+                r.class.clone(),
+                r.count.to_string(),
+                format!("{} ms", r.mean_ms),
+                ms(r.p50_ms_at_most),
+                ms(r.p99_ms_at_most),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&columns(&rows));
     }
     out
 }
@@ -284,7 +440,48 @@ pub fn html(status: &Status) -> String {
             esc(&r.target)
         ));
     }
-    out.push_str("</table>\n</body></html>\n");
+    out.push_str("</table>\n");
+    out.push_str(&proxy_html(&status.proxy));
+    out.push_str("</body></html>\n");
+    out
+}
+
+fn proxy_html(p: &ProxyInfo) -> String {
+    if p.version.is_empty() {
+        return String::new();
+    }
+    let pr = &p.process;
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let mut out = format!(
+        "<h2>Proxy</h2>\n<table><tr><th>version</th><td>{} (commit {})</td></tr>\
+         <tr><th>uptime</th><td>{}</td></tr><tr><th>CPU</th><td>{}</td></tr>\
+         <tr><th>memory</th><td>{}</td></tr><tr><th>open files</th><td>{}</td></tr>\
+         <tr><th>tunnels refused</th><td>{}</td></tr><tr><th>requests failed</th><td>{}</td></tr></table>\n",
+        esc(&p.version),
+        esc(&p.commit),
+        opt(p.uptime_secs.map(|s| humantime::format_duration(Duration::from_secs(s)).to_string())),
+        opt(pr.cpu_seconds.map(|c| format!("{c:.2} s"))),
+        opt(pr.resident_memory_bytes.map(human_bytes)),
+        opt(pr.open_fds.map(|n| n.to_string())),
+        esc(&counts(&p.tunnel_rejections)),
+        esc(&counts(&p.failed_requests)),
+    );
+    out.push_str(
+        "<h2>Responses</h2>\n<table><tr><th>from</th><th>class</th><th>count</th><th>mean</th>\
+         <th>p50 at most</th><th>p99 at most</th></tr>\n",
+    );
+    for r in &p.responses {
+        out.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} ms</td><td>{}</td><td>{}</td></tr>\n",
+            if r.origin.is_empty() { "(the proxy)".to_owned() } else { esc(&r.origin) },
+            esc(&r.class),
+            r.count,
+            r.mean_ms,
+            ms(r.p50_ms_at_most),
+            ms(r.p99_ms_at_most)
+        ));
+    }
+    out.push_str("</table>\n");
     out
 }
 
@@ -346,6 +543,7 @@ mod tests {
             }],
             routes: vec![],
             config: "test".into(),
+            proxy: ProxyInfo::default(),
         };
         let table = table(&status);
         let lines: Vec<&str> = table.lines().collect();
@@ -354,7 +552,41 @@ mod tests {
         assert!(lines[1].contains("media") && lines[1].contains("1m 5s") && lines[1].contains("3.0 MiB"), "{table}");
         let page = html(&status);
         assert!(page.contains("<h2>media</h2>") && page.contains("&lt;b&gt;") && !page.contains("<b>"), "{page}");
-        let empty = Status { origins: vec![], routes: vec![], config: String::new() };
+        let empty = Status { origins: vec![], routes: vec![], config: String::new(), proxy: ProxyInfo::default() };
         assert_eq!(super::table(&empty), "no origin is connected\n");
+    }
+
+    #[test]
+    fn versions_and_commits() {
+        assert_eq!(version_and_commit("0.1.0 (abc1234 2026-11-22)"), ("0.1.0", "abc1234"));
+        assert_eq!(version_and_commit("0.1.0 (unknown commit)"), ("0.1.0", "unknown"));
+        assert_eq!(version_and_commit("0.1.0"), ("0.1.0", "unknown"));
+    }
+
+    #[test]
+    fn the_proxy_section_shows_refusals_and_latency() {
+        let counters = Counters::default();
+        counters.tunnel_rejected("token");
+        counters.tunnel_rejected("token");
+        let latencies = Latencies::default();
+        latencies.observe("media", http::StatusCode::OK, Duration::from_millis(3));
+        latencies.observe("", http::StatusCode::NOT_FOUND, Duration::from_micros(200));
+        let info = ProxyInfo::collect(&counters, &latencies);
+        assert_eq!(info.tunnel_rejections.get("token"), Some(&2));
+        assert_eq!(info.responses.len(), 2);
+        assert_eq!(info.responses[1].p50_ms_at_most, Some(5.0));
+        let status = Status { origins: vec![], routes: vec![], config: String::new(), proxy: info };
+        let text = table(&status);
+        assert!(text.starts_with("no origin is connected\n\nrevmux "), "{text}");
+        assert!(text.contains("tunnels refused: token 2"), "{text}");
+        assert!(text.contains("(the proxy)") && text.contains("media") && text.contains("2xx"), "{text}");
+        let json = serde_json::to_string(&status).unwrap_or_default();
+        let back: Status = serde_json::from_str(&json).expect("round trip");
+        assert_eq!(back.proxy.responses.len(), 2);
+        let page = html(&status);
+        assert!(page.contains("<h2>Responses</h2>") && page.contains("token 2"), "{page}");
+        // A status document from an older proxy still reads, and prints no proxy section.
+        let old: Status = serde_json::from_str(r#"{"origins":[]}"#).expect("old document");
+        assert_eq!(table(&old), "no origin is connected\n");
     }
 }

@@ -266,6 +266,8 @@ async fn per_origin_totals_survive_reconnects() {
     assert_eq!(media.bytes_from_origin, 4 * 2);
     assert_eq!(media.tunnels_connected, 2);
     assert_eq!(media.routes, vec![status.routes[0].name.clone()], "the default route points at it");
+    let latency = status.proxy.responses.iter().find(|r| r.origin == "media" && r.class == "2xx");
+    assert_eq!(latency.map(|r| r.count), Some(4), "latency is kept per origin name, across reconnects too");
     p.shutdown.cancel();
 }
 

@@ -81,6 +81,9 @@ async fn wrong_token_is_rejected_with_the_reason() {
     }
     assert!(err.is_rejection());
     assert!(p.proxy.origins.is_empty());
+    // /status (and so p status) counts it by reason, as /metrics does.
+    let status = proxy::admin::status(&p.proxy);
+    assert_eq!(status.proxy.tunnel_rejections.get("wrong_token"), Some(&1), "{:?}", status.proxy);
     p.shutdown.cancel();
 }
 
