@@ -57,7 +57,10 @@ pub const MAX_FRAME_SIZE: u32 = 32 * 1024;
 pub const MAX_SEND_BUFFER: usize = 1024 * 1024;
 
 /// Concurrent streams the origin accepts on one tunnel; further requests wait at the proxy.
-pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Large enough for 10,000 idle long-polls (chat, notifications, event streams) on one tunnel:
+/// an idle stream costs a few hundred bytes of HTTP/2 state at each end, and the bytes in
+/// flight stay bounded by the connection window whatever the number of streams.
+pub const MAX_CONCURRENT_STREAMS: u32 = 16 * 1024;
 
 /// Streams the proxy may reset before the origin has accepted them, before the origin treats
 /// it as a flood and closes the tunnel. h2's default (20) guards a public server against
@@ -153,7 +156,7 @@ pub const MAX_ADMIN_CONNECTIONS_PER_CLIENT: usize = 8;
 /// carry at once (tunnels × [`MAX_CONCURRENT_STREAMS`]); past it, `503` with `Retry-After`.
 /// h2 itself would queue without limit (`SendRequest::poll_ready` is ready unless closed).
 /// One tunnel's worth: a burst is absorbed, a flood is refused at once instead of piling up.
-pub const MAX_WAITING_PER_ORIGIN: usize = MAX_CONCURRENT_STREAMS as usize;
+pub const MAX_WAITING_PER_ORIGIN: usize = 1024;
 
 /// How often the proxy looks at its config file's modification time (reload on change).
 pub const CONFIG_POLL: Duration = Duration::from_secs(1);
