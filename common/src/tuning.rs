@@ -54,7 +54,7 @@ pub const CONNECTION_WINDOW: u32 = 128 * STREAM_WINDOW;
 pub const MAX_FRAME_SIZE: u32 = 32 * 1024;
 
 /// How much a sender may queue per stream before waiting for the peer (h2's send buffer).
-pub const MAX_SEND_BUFFER: usize = 1024 * 1024;
+pub const MAX_SEND_BUFFER: usize = 256 * 1024;
 
 /// Concurrent streams the origin accepts on one tunnel; further requests wait at the proxy.
 /// Large enough for 10,000 idle long-polls (chat, notifications, event streams) on one tunnel:

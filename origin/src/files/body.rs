@@ -39,20 +39,29 @@ pub(crate) struct FileBody {
 enum State {
     /// Waiting to be polled; owns the file.
     Idle(File),
+    /// Every chunk buffer of the origin is in use: waiting for one to come back.
+    Queued(File, Pin<Box<WaitForBuffer>>),
     /// A chunk is being read on the blocking pool; the file comes back with it.
     Reading(JoinHandle<(File, io::Result<Bytes>)>),
     /// Finished, failed, or nothing to send.
     Done,
 }
 
+/// What [`Body::poll_frame`] returns.
+type Polled = Poll<Option<Result<Frame<Bytes>, io::Error>>>;
+
+/// Waiting for a chunk buffer to be free.
+type WaitForBuffer =
+    dyn Future<Output = Result<tokio::sync::SemaphorePermit<'static>, tokio::sync::AcquireError>> + Send;
+
 /// What a page-cache read gave.
 enum Cached {
     /// This many bytes (fewer than asked when only part is cached).
     Read(Bytes),
     /// Not cached, or at the end of the file: read on the blocking pool.
-    Miss(Vec<u8>),
+    Miss(pool::Buffer),
     /// The filesystem does not do `RWF_NOWAIT`.
-    Unsupported(Vec<u8>),
+    Unsupported(pool::Buffer),
 }
 
 impl FileBody {
@@ -61,7 +70,7 @@ impl FileBody {
         FileBody { state, pos, remaining: len, nowait: true }
     }
 
-    fn fail(&mut self, err: io::Error) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+    fn fail(&mut self, err: io::Error) -> Polled {
         self.state = State::Done;
         self.remaining = 0;
         Poll::Ready(Some(Err(err)))
@@ -73,7 +82,7 @@ impl FileBody {
     }
 
     /// Account for a chunk read at the current position and hand it out.
-    fn hand_out(&mut self, chunk: Bytes) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+    fn hand_out(&mut self, chunk: Bytes) -> Polled {
         let n = chunk.len() as u64;
         self.pos += n;
         self.remaining = self.remaining.saturating_sub(n);
@@ -81,11 +90,36 @@ impl FileBody {
     }
 }
 
+impl FileBody {
+    /// Read the next chunk into `buf`: from the page cache at once when it is there (`Some`),
+    /// else on the blocking pool (the state becomes `Reading`).
+    fn start_read(&mut self, file: File, buf: pool::Buffer) -> Option<Polled> {
+        let len = self.next_len();
+        let mut buf = buf;
+        if self.nowait {
+            match read_cached(&file, self.pos, buf, len) {
+                Ok(Cached::Read(chunk)) => {
+                    self.state = State::Idle(file);
+                    return Some(self.hand_out(chunk));
+                }
+                Ok(Cached::Miss(back)) => buf = back,
+                Ok(Cached::Unsupported(back)) => {
+                    self.nowait = false;
+                    buf = back;
+                }
+                Err(err) => return Some(self.fail(err)),
+            }
+        }
+        self.state = State::Reading(read_blocking(file, self.pos, buf, len));
+        None
+    }
+}
+
 impl Body for FileBody {
     type Data = Bytes;
     type Error = io::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         let this = self.get_mut();
         loop {
             match &mut this.state {
@@ -94,23 +128,28 @@ impl Body for FileBody {
                     let State::Idle(file) = std::mem::replace(&mut this.state, State::Done) else {
                         return Poll::Ready(None);
                     };
-                    let len = this.next_len();
-                    let mut buf = pool::take();
-                    if this.nowait {
-                        match read_cached(&file, this.pos, buf, len) {
-                            Ok(Cached::Read(chunk)) => {
-                                this.state = State::Idle(file);
-                                return this.hand_out(chunk);
+                    match pool::try_take() {
+                        Some(buf) => {
+                            if let Some(ready) = this.start_read(file, buf) {
+                                return ready;
                             }
-                            Ok(Cached::Miss(back)) => buf = back,
-                            Ok(Cached::Unsupported(back)) => {
-                                this.nowait = false;
-                                buf = back;
-                            }
-                            Err(err) => return this.fail(err),
                         }
+                        None => this.state = State::Queued(file, Box::pin(pool::acquire())),
                     }
-                    this.state = State::Reading(read_blocking(file, this.pos, buf, len));
+                }
+                State::Queued(_, acquire) => {
+                    let permit = ready!(acquire.as_mut().poll(cx));
+                    let State::Queued(file, _) = std::mem::replace(&mut this.state, State::Done) else {
+                        return Poll::Ready(None);
+                    };
+                    match permit {
+                        Ok(permit) => {
+                            if let Some(ready) = this.start_read(file, pool::Buffer::new(permit)) {
+                                return ready;
+                            }
+                        }
+                        Err(_) => return this.fail(io::Error::other("chunk buffers closed")),
+                    }
                 }
                 State::Reading(task) => {
                     let joined = ready!(Pin::new(task).poll(cx));
@@ -123,10 +162,12 @@ impl Body for FileBody {
                                 // The next chunk is tried from the page cache first (the
                                 // kernel's read-ahead has likely brought it in).
                                 State::Idle(file)
-                            } else {
+                            } else if let Some(buf) = pool::try_take() {
                                 // Read ahead: the next chunk loads while this one is sent.
                                 let (pos, len) = (this.pos + n, (this.remaining - n).min(CHUNK) as usize);
-                                State::Reading(read_blocking(file, pos, pool::take(), len))
+                                State::Reading(read_blocking(file, pos, buf, len))
+                            } else {
+                                State::Idle(file)
                             };
                             this.hand_out(chunk)
                         }
@@ -149,31 +190,21 @@ impl Body for FileBody {
 
 /// Read what the page cache holds at `pos` (up to `len` bytes) into `buf`, without waiting for
 /// the disk.
-fn read_cached(file: &File, pos: u64, mut buf: Vec<u8>, len: usize) -> io::Result<Cached> {
-    match rustix::io::preadv2(file, &mut [IoSliceMut::new(&mut buf[..len])], pos, ReadWriteFlags::NOWAIT) {
+fn read_cached(file: &File, pos: u64, mut buf: pool::Buffer, len: usize) -> io::Result<Cached> {
+    match rustix::io::preadv2(file, &mut [IoSliceMut::new(&mut buf.bytes()[..len])], pos, ReadWriteFlags::NOWAIT) {
         // 0 is the end of the file: the blocking read reports the file as shrunk.
         Ok(0) => Ok(Cached::Miss(buf)),
-        Ok(n) => Ok(Cached::Read(pool::chunk(buf, n))),
+        Ok(n) => Ok(Cached::Read(buf.into_chunk(n))),
         Err(Errno::AGAIN | Errno::INTR) => Ok(Cached::Miss(buf)),
         Err(Errno::OPNOTSUPP | Errno::NOSYS | Errno::INVAL) => Ok(Cached::Unsupported(buf)),
-        Err(e) => {
-            pool::give_back(buf);
-            Err(e.into())
-        }
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Read exactly `len` bytes at `pos` into `buf` on the blocking pool.
-fn read_blocking(file: File, pos: u64, mut buf: Vec<u8>, len: usize) -> JoinHandle<(File, io::Result<Bytes>)> {
+fn read_blocking(file: File, pos: u64, mut buf: pool::Buffer, len: usize) -> JoinHandle<(File, io::Result<Bytes>)> {
     tokio::task::spawn_blocking(move || {
-        let read = exact_at(&file, pos, &mut buf[..len]);
-        let chunk = match read {
-            Ok(()) => Ok(pool::chunk(buf, len)),
-            Err(e) => {
-                pool::give_back(buf);
-                Err(e)
-            }
-        };
+        let chunk = exact_at(&file, pos, &mut buf.bytes()[..len]).map(|()| buf.into_chunk(len));
         (file, chunk)
     })
 }
@@ -196,63 +227,98 @@ fn exact_at(file: &File, pos: u64, buf: &mut [u8]) -> io::Result<()> {
     })
 }
 
-/// Chunk buffers, reused. A chunk handed to the tunnel is a [`Bytes`] that owns its buffer; when
-/// the last byte of it has been sent (its last reference dropped), the buffer comes back here.
-/// Without this every chunk was a fresh 128 KiB allocation: at glibc's mmap threshold, so each
-/// one was mapped, faulted in page by page, zeroed and unmapped again.
+/// Chunk buffers: bounded in all, and reused. A chunk handed to the tunnel is a [`Bytes`] that
+/// owns its buffer; when the last byte of it has been sent (its last reference dropped), the
+/// buffer comes back here.
+///
+/// The bound: at most [`MAX_IN_USE`] chunks (64 MiB) exist at once in the whole origin, read
+/// and waiting in the tunnel's send buffers; a stream that wants one more waits for one to be
+/// sent (FIFO). Without it the origin's memory grew with the number of downloads: each stream
+/// may queue HTTP/2's send buffer plus a chunk, and 1,000 slow downloads took 480 MiB.
+///
+/// The reuse: without it every chunk was a fresh 128 KiB allocation, at glibc's mmap
+/// threshold, so each one was mapped, faulted in page by page, zeroed and unmapped again.
 pub(crate) mod pool {
     use super::CHUNK;
     use bytes::Bytes;
     use std::sync::Mutex;
+    use tokio::sync::{AcquireError, Semaphore, SemaphorePermit};
 
-    /// Buffers kept for reuse at most (8 MiB); more are freed.
+    /// Chunks that may exist at once (read or queued to send), in all.
+    pub(crate) const MAX_IN_USE: usize = 512;
+
+    /// Free buffers kept for reuse at most (8 MiB); more are freed.
     pub(crate) const KEPT: usize = 64;
 
+    static IN_USE: Semaphore = Semaphore::const_new(MAX_IN_USE);
     static FREE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
-    /// A buffer of [`CHUNK`] bytes: a returned one (holding old file data, which is always
-    /// overwritten before anything of it is handed out), or a new zeroed one.
-    pub(crate) fn take() -> Vec<u8> {
-        let reused = FREE.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        reused.unwrap_or_else(|| vec![0u8; CHUNK as usize])
+    /// A buffer of [`CHUNK`] bytes, counted against [`MAX_IN_USE`] until it is dropped.
+    pub(crate) struct Buffer {
+        buf: Vec<u8>,
+        _permit: SemaphorePermit<'static>,
     }
 
-    /// Return a buffer that is no longer used.
-    pub(crate) fn give_back(buf: Vec<u8>) {
-        if buf.len() != CHUNK as usize {
-            return;
+    impl Buffer {
+        /// A returned buffer (holding old file data, always overwritten before any of it is
+        /// handed out) or a new zeroed one.
+        pub(crate) fn new(permit: SemaphorePermit<'static>) -> Buffer {
+            let reused = FREE.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            Buffer { buf: reused.unwrap_or_else(|| vec![0u8; CHUNK as usize]), _permit: permit }
         }
-        let mut free = FREE.lock().unwrap_or_else(|p| p.into_inner());
-        if free.len() < KEPT {
-            free.push(buf);
+
+        pub(crate) fn bytes(&mut self) -> &mut [u8] {
+            &mut self.buf
+        }
+
+        /// The first `len` bytes as a chunk that gives the buffer back once dropped.
+        pub(crate) fn into_chunk(self, len: usize) -> Bytes {
+            Bytes::from_owner(Owned { buffer: self, len })
         }
     }
 
-    /// The first `len` bytes of `buf` as a chunk that gives `buf` back once dropped.
-    pub(crate) fn chunk(buf: Vec<u8>, len: usize) -> Bytes {
-        Bytes::from_owner(Owned { buf, len })
+    impl Drop for Buffer {
+        fn drop(&mut self) {
+            let buf = std::mem::take(&mut self.buf);
+            if buf.len() == CHUNK as usize {
+                let mut free = FREE.lock().unwrap_or_else(|p| p.into_inner());
+                if free.len() < KEPT {
+                    free.push(buf);
+                }
+            }
+        }
     }
 
-    /// Number of buffers kept (for tests).
+    /// A buffer now, if fewer than [`MAX_IN_USE`] are in use.
+    pub(crate) fn try_take() -> Option<Buffer> {
+        IN_USE.try_acquire().ok().map(Buffer::new)
+    }
+
+    /// Wait for a buffer to be free (then [`Buffer::new`] with the permit).
+    pub(crate) fn acquire() -> impl std::future::Future<Output = Result<SemaphorePermit<'static>, AcquireError>> {
+        IN_USE.acquire()
+    }
+
+    /// Free buffers kept (for tests).
     #[cfg(test)]
     pub(crate) fn kept() -> usize {
         FREE.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// Buffers that may still be taken (for tests).
+    #[cfg(test)]
+    pub(crate) fn available() -> usize {
+        IN_USE.available_permits()
+    }
+
     struct Owned {
-        buf: Vec<u8>,
+        buffer: Buffer,
         len: usize,
     }
 
     impl AsRef<[u8]> for Owned {
         fn as_ref(&self) -> &[u8] {
-            &self.buf[..self.len]
-        }
-    }
-
-    impl Drop for Owned {
-        fn drop(&mut self) {
-            give_back(std::mem::take(&mut self.buf));
+            &self.buffer.buf[..self.len]
         }
     }
 }
@@ -325,18 +391,27 @@ mod tests {
         // Tests run in parallel and share the pool, so only "most were reused" is certain.
         assert!(reused >= seen.len() / 2, "{reused} of {} chunks on reused buffers", seen.len());
         assert!(pool::kept() <= pool::KEPT);
+        assert!(pool::available() <= pool::MAX_IN_USE);
     }
 
-    #[test]
-    fn the_pool_keeps_a_bounded_number_of_buffers() {
-        let bufs: Vec<Vec<u8>> = (0..pool::KEPT + 10).map(|_| vec![0u8; CHUNK as usize]).collect();
-        for b in bufs {
-            pool::give_back(b);
+    #[tokio::test]
+    async fn a_stream_waits_when_every_buffer_is_in_use() {
+        let (f, data) = file_with(300_000);
+        // Hold every buffer (other tests may hold some too: take what is there).
+        let mut held = Vec::new();
+        while let Some(b) = pool::try_take() {
+            held.push(b);
         }
+        let mut body = FileBody::new(f.reopen().unwrap(), 0, 300_000);
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(100), body.frame()).await;
+        assert!(waiting.is_err(), "no buffer free: the stream must wait");
+        drop(held);
+        let mut got = Vec::new();
+        while let Some(frame) = body.frame().await {
+            got.extend_from_slice(&frame.unwrap().into_data().unwrap());
+        }
+        assert_eq!(got, data);
         assert!(pool::kept() <= pool::KEPT);
-        pool::give_back(vec![0u8; 10]); // a buffer of another size is never kept
-        let taken: Vec<Vec<u8>> = (0..pool::KEPT + 1).map(|_| pool::take()).collect();
-        assert!(taken.iter().all(|b| b.len() == CHUNK as usize));
     }
 
     #[tokio::test]
