@@ -53,7 +53,9 @@ pub const CONNECTION_WINDOW: u32 = 128 * STREAM_WINDOW;
 /// CPU on 64 KiB responses, and ~20% fewer of them per second.
 pub const MAX_FRAME_SIZE: u32 = 32 * 1024;
 
-/// How much a sender may queue per stream before waiting for the peer (h2's send buffer).
+/// How much a sender may queue per stream before waiting for the peer (h2's send buffer). Two
+/// of the origin's 128 KiB file chunks: enough to keep a stream's data flowing while the
+/// connection writes, small enough that 1,000 downloads do not queue a gigabyte.
 pub const MAX_SEND_BUFFER: usize = 256 * 1024;
 
 /// Concurrent streams the origin accepts on one tunnel; further requests wait at the proxy.
