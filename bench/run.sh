@@ -10,6 +10,8 @@
 #   BENCH_THREADS=1 ./bench/run.sh  p and c with one worker each (default 0: their default,
 #                                   one per core, as a user runs them)
 #   BENCH_PEERS=0 ./bench/run.sh    leave out bore and rathole (no cargo install)
+#   BENCH_SCALE=0 ./bench/run.sh    leave out the scale phase (below)
+#   BENCH_IDLE=10000 BENCH_DOWNLOADS=1000   its sizes
 #   P_BIN=... C_BIN=...             other binaries than ./bin/p and ./bin/c
 #
 # Paths, each measured with the same load in every round:
@@ -29,6 +31,14 @@
 # MiB/s); server CPU-seconds per GiB over the downloads; peak RSS of both ends (VmHWM, reset
 # between the small-request and the download phase). Writes bench/.work/results.md; raw tool
 # outputs and daemon logs stay in bench/.work/.
+#
+# Scale phase, after the rounds (revmux only; python3, and Debian's python3-h2 for HTTP/2):
+# BENCH_IDLE idle long-polls on one tunnel (a third p/c pair in front of bench/scale.py's
+# holding service), once as HTTP/2 streams (32 per connection, one connection per source
+# address 127.1.x.y) and once as HTTP/1.1 connections; p's RSS while all are held (baseline
+# before), and every one answered once released. Then BENCH_DOWNLOADS downloads of a 4 MiB
+# file at once through revmux --root, each checked byte for byte (sha256); time, MiB/s, peak
+# RSS of p and c.
 #
 # Exit status: 0 when everything ran, whatever the numbers; 1 when something broke in nginx or
 # revmux (a daemon failed to start or died, errors or non-2xx responses, bad bytes, a dropped
@@ -56,10 +66,13 @@ THREADS=${BENCH_THREADS:-0}
 WARM=${BENCH_WARMUP_SECS:-2}
 ROUNDS=${BENCH_ROUNDS:-3}
 PEERS=${BENCH_PEERS:-1}
+SCALE=${BENCH_SCALE:-1}
+N_IDLE=${BENCH_IDLE:-10000}
+N_DOWNLOADS=${BENCH_DOWNLOADS:-1000}
 BORE_VERSION=${BORE_VERSION:-0.6.0}
 RATHOLE_VERSION=${RATHOLE_VERSION:-0.5.0}
 PARALLEL_DL=8
-CMDLINE="BENCH_SECS=$SECS BENCH_ROUNDS=$ROUNDS BENCH_THREADS=$THREADS BENCH_PEERS=$PEERS${P_BIN:+ P_BIN=$P_BIN}${C_BIN:+ C_BIN=$C_BIN} $0${*:+ $*}"
+CMDLINE="BENCH_SECS=$SECS BENCH_ROUNDS=$ROUNDS BENCH_THREADS=$THREADS BENCH_PEERS=$PEERS BENCH_SCALE=$SCALE BENCH_IDLE=$N_IDLE BENCH_DOWNLOADS=$N_DOWNLOADS${P_BIN:+ P_BIN=$P_BIN}${C_BIN:+ C_BIN=$C_BIN} $0${*:+ $*}"
 [ -n "${MAKELEVEL:-}" ] && CMDLINE="make bench, which ran: $CMDLINE"
 
 F1K=1k.bin
@@ -363,6 +376,9 @@ make_file() {
 make_file "$F1K" "$SIZE_1K"
 make_file "$F64K" "$SIZE_64K"
 make_file "$FBIG" "$SIZE_BIG"
+F4M=4m.bin
+SIZE_4M=$((4 * 1024 * 1024))
+make_file "$F4M" "$SIZE_4M"
 chmod 755 "$WORK" "$FILES"
 chmod 644 "$FILES"/*
 
@@ -397,7 +413,8 @@ pick_ports() {
     taken+="$p "
   done
 }
-pick_ports 14
+pick_ports 18
+FRONT3_PORT=${PORTS[14]} TUN3_PORT=${PORTS[15]} ADMIN3_PORT=${PORTS[16]} HOLD_PORT=${PORTS[17]}
 NGX_PORT=${PORTS[0]} HOP_PORT=${PORTS[1]}
 FRONT_PORT=${PORTS[2]} TUN_PORT=${PORTS[3]} ADMIN_PORT=${PORTS[4]}
 FRONT2_PORT=${PORTS[5]} TUN2_PORT=${PORTS[6]} ADMIN2_PORT=${PORTS[7]}
@@ -817,6 +834,68 @@ done
 for path in "${PATHS[@]}"; do path_ready "$path" "after the last test" || true; done
 T_MEASURE=$((SECONDS - T_START))
 
+# ---------------------------------------------------------------- scale
+
+SCALE_LINES=()
+rss_mib() { awk '/^VmRSS:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo '?'; }
+hwm_mib() { awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo '?'; }
+held() { curl -s --noproxy '*' --max-time 3 "http://127.0.0.1:$HOLD_PORT/held" 2>/dev/null || echo 0; }
+held_at_least() { [ "$(held)" -ge "$1" ] 2>/dev/null; }
+json_field() { sed -n "s/.*\"$2\": *\([^,}]*\).*/\1/p" "$1" | tr -d '"' | head -n 1; }
+PY_H2=''
+for py in python3 /usr/bin/python3; do
+  if "$py" -c 'import h2' 2>/dev/null; then PY_H2=$py; break; fi
+done
+
+# scale_idle MODE LABEL: BENCH_IDLE long-polls held through p3/c3, then released.
+scale_idle() {
+  local mode=$1 label=$2 py=python3 out=$RAW/scale.$1.txt base rss ok
+  if [ "$mode" = idle-h2 ]; then
+    [ -n "$PY_H2" ] || { SCALE_LINES+=("| $label | not run: no python3 with the h2 module (Debian: python3-h2) | | |"); return 0; }
+    py=$PY_H2
+  fi
+  base=$(rss_mib "${PID[p3]}")
+  log "scale: $N_IDLE idle long-polls, $label"
+  "$py" "$BENCH_DIR/scale.py" "$mode" "${URL[scale]}/poll" "$N_IDLE" --deadline 240 >"$out" 2>&1 &
+  TOOL_PID=$!
+  if wait_until 240 held_at_least "$N_IDLE"; then
+    sleep 1 # the last answers' bookkeeping, then read the memory
+    rss=$(rss_mib "${PID[p3]}")
+  else
+    rss="– (only $(held) of $N_IDLE held after 240 s)"
+  fi
+  curl -s --noproxy '*' --max-time 10 "http://127.0.0.1:$HOLD_PORT/release" >/dev/null || true
+  wait "$TOOL_PID" || true
+  TOOL_PID=''
+  ok=$(json_field "$out" ok)
+  printf '   p RSS %s MiB before, %s MiB with all held; answered: %s of %s\n' "$base" "$rss" "${ok:-?}" "$N_IDLE"
+  SCALE_LINES+=("| $N_IDLE idle long-polls, $label | p RSS $rss MiB ($base MiB before); c RSS $(rss_mib "${PID[c3]}") MiB | ${ok:-0} of $N_IDLE answered after the release$([ "${ok:-0}" = "$N_IDLE" ] || echo "; $(json_field "$out" errors)") |")
+  [ "${ok:-0}" = "$N_IDLE" ] || ERRORS+=("scale, $label: ${ok:-0} of $N_IDLE long-polls answered (see $out)")
+}
+
+if [ "$SCALE" = 1 ]; then
+  start_bg hold python3 "$BENCH_DIR/scale.py" hold "$HOLD_PORT" || die "scale.py hold did not start"
+  wait_until 10 port_listening "$HOLD_PORT" || die "scale.py hold is not listening on :$HOLD_PORT"
+  URL[scale]=http://127.0.0.1:$FRONT3_PORT ADMIN[scale]=$ADMIN3_PORT LABEL[scale]="revmux (scale pair)"
+  start_revmux scale p3 c3 "$FRONT3_PORT" "$TUN3_PORT" "$ADMIN3_PORT" --upstream "http://127.0.0.1:$HOLD_PORT"
+  wait_until 30 tunnel_up "$ADMIN3_PORT" || die "scale: p3 has no tunnel after 30 s"
+  scale_idle idle-h2 'HTTP/2 (32 streams a connection)'
+  scale_idle idle 'HTTP/1.1 (a connection each)'
+  if path_on root; then
+    out=$RAW/scale.downloads.txt
+    reset_hwm "${PID[p]}" "${PID[c]}" || true
+    log "scale: $N_DOWNLOADS downloads of $F4M at once through revmux --root"
+    sha=$(sha256sum "$FILES/$F4M" | cut -d' ' -f1)
+    run_tool "$out" 600 python3 "$BENCH_DIR/scale.py" download "${URL[root]}/$F4M" "$N_DOWNLOADS" "$SIZE_4M" "$sha" --deadline 500 || true
+    ok=$(json_field "$out" ok)
+    printf '   %s of %s byte-exact in %s s (%s MiB/s); peak RSS p %s MiB, c %s MiB\n' "${ok:-?}" "$N_DOWNLOADS" \
+      "$(json_field "$out" seconds)" "$(json_field "$out" mib_s)" "$(hwm_mib "${PID[p]}")" "$(hwm_mib "${PID[c]}")"
+    SCALE_LINES+=("| $N_DOWNLOADS downloads of 4 MiB at once, revmux --root | peak RSS p $(hwm_mib "${PID[p]}") MiB, c $(hwm_mib "${PID[c]}") MiB | ${ok:-0} of $N_DOWNLOADS byte-exact in $(json_field "$out" seconds) s ($(json_field "$out" mib_s) MiB/s)$([ "${ok:-0}" = "$N_DOWNLOADS" ] || echo "; $(json_field "$out" errors)") |")
+    [ "${ok:-0}" = "$N_DOWNLOADS" ] || ERRORS+=("scale: ${ok:-0} of $N_DOWNLOADS downloads byte-exact (see $out)")
+    path_ready root "after the scale downloads" || true
+  fi
+fi
+
 threads_of() { awk '/^Threads:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo '?'; }
 THREADS_SEEN="p $(threads_of "${PID[p]}"), c $(threads_of "${PID[c]}"), nginx direct $(wc -w <<<"${PIDS_OF[nginx]}") processes"
 log_warnings() { grep -cE ' (WARN|ERROR) ' "$LOGS/$1.log" 2>/dev/null || true; }
@@ -922,6 +1001,14 @@ REPORT=$(
   if [ -x "$TOOLS/bin/bore" ]; then echo "- $(tool_version "$TOOLS/bin/bore" --version) (cargo install bore-cli)"; fi
   if [ -x "$TOOLS/bin/rathole" ]; then echo "- rathole $("$TOOLS/bin/rathole" --version 2>&1 | sed -n 's/^Build Version: *//p') (cargo install rathole)"; fi
   for f in "$TOOLS"/*.unlocked; do [ -f "$f" ] && echo "- $(<"$f")"; done
+  if [ "${#SCALE_LINES[@]}" -gt 0 ]; then
+    echo
+    echo "## Scale (one tunnel)"
+    echo
+    echo "| load | memory | result |"
+    echo "|---|---|---|"
+    printf '%s\n' "${SCALE_LINES[@]}"
+  fi
   if [ "${#PEER_ERRORS[@]}" -gt 0 ]; then
     echo
     echo "## Problems with the peers (not counted as failures)"
@@ -939,6 +1026,10 @@ printf '%s\n' "$REPORT" >"$RESULTS_MD"
 
 echo
 md_tables
+if [ "${#SCALE_LINES[@]}" -gt 0 ]; then
+  echo
+  printf '%s\n' "${SCALE_LINES[@]}"
+fi
 echo
 echo "Markdown, with the machine and the command: $RESULTS_MD"
 if [ "${#PEER_ERRORS[@]}" -gt 0 ]; then

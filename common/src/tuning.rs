@@ -53,11 +53,16 @@ pub const CONNECTION_WINDOW: u32 = 128 * STREAM_WINDOW;
 /// CPU on 64 KiB responses, and ~20% fewer of them per second.
 pub const MAX_FRAME_SIZE: u32 = 32 * 1024;
 
-/// How much a sender may queue per stream before waiting for the peer (h2's send buffer).
-pub const MAX_SEND_BUFFER: usize = 1024 * 1024;
+/// How much a sender may queue per stream before waiting for the peer (h2's send buffer). Two
+/// of the origin's 128 KiB file chunks: enough to keep a stream's data flowing while the
+/// connection writes, small enough that 1,000 downloads do not queue a gigabyte.
+pub const MAX_SEND_BUFFER: usize = 256 * 1024;
 
 /// Concurrent streams the origin accepts on one tunnel; further requests wait at the proxy.
-pub const MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Large enough for 10,000 idle long-polls (chat, notifications, event streams) on one tunnel:
+/// an idle stream costs a few hundred bytes of HTTP/2 state at each end, and the bytes in
+/// flight stay bounded by the connection window whatever the number of streams.
+pub const MAX_CONCURRENT_STREAMS: u32 = 16 * 1024;
 
 /// Streams the proxy may reset before the origin has accepted them, before the origin treats
 /// it as a flood and closes the tunnel. h2's default (20) guards a public server against
@@ -153,7 +158,7 @@ pub const MAX_ADMIN_CONNECTIONS_PER_CLIENT: usize = 8;
 /// carry at once (tunnels × [`MAX_CONCURRENT_STREAMS`]); past it, `503` with `Retry-After`.
 /// h2 itself would queue without limit (`SendRequest::poll_ready` is ready unless closed).
 /// One tunnel's worth: a burst is absorbed, a flood is refused at once instead of piling up.
-pub const MAX_WAITING_PER_ORIGIN: usize = MAX_CONCURRENT_STREAMS as usize;
+pub const MAX_WAITING_PER_ORIGIN: usize = 1024;
 
 /// How often the proxy looks at its config file's modification time (reload on change).
 pub const CONFIG_POLL: Duration = Duration::from_secs(1);

@@ -36,6 +36,16 @@ use std::time::Duration;
 pub struct FrontendConn {
     pub peer: SocketAddr,
     pub scheme: Scheme,
+    /// The peer's address as an `X-Forwarded-For` value, formatted once per connection rather
+    /// than once per request.
+    peer_ip: HeaderValue,
+}
+
+impl FrontendConn {
+    pub fn new(peer: SocketAddr, scheme: Scheme) -> Self {
+        let peer_ip = HeaderValue::try_from(peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"));
+        FrontendConn { peer, scheme, peer_ip }
+    }
 }
 
 /// Refuse what cannot cross a tunnel, and return the checked authority the request is for.
@@ -109,13 +119,12 @@ pub fn prepare(
     remove_hop_by_hop(headers);
     headers.remove(header::HOST);
 
-    let client_ip = conn.peer.ip().to_string();
     let prior = if peer_trusted { headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) } else { None };
     let forwarded_for = match prior {
-        Some(prior) => format!("{prior}, {client_ip}"),
-        None => client_ip,
+        Some(prior) => HeaderValue::try_from(format!("{prior}, {}", conn.peer.ip())).ok(),
+        None => Some(conn.peer_ip.clone()),
     };
-    if let Ok(v) = HeaderValue::try_from(forwarded_for) {
+    if let Some(v) = forwarded_for {
         headers.insert("x-forwarded-for", v);
     }
     headers.insert(
