@@ -13,6 +13,7 @@
 #   BENCH_SCALE=0 ./bench/run.sh    leave out the scale phase (below)
 #   BENCH_IDLE=10000 BENCH_DOWNLOADS=1000   its sizes
 #   P_BIN=... C_BIN=...             other binaries than ./bin/p and ./bin/c
+# p runs with --access-log off, as nginx runs with access_log off: both measured without logging.
 #
 # Paths, each measured with the same load in every round:
 #   direct            nginx serving bench/.work/files (the limit)
@@ -485,7 +486,7 @@ start_revmux() {
   mkdir -p "$certs"
   log "${LABEL[$path]}: p (front end :$front, tunnel :$tun, admin :$admin) + c ($*)"
   start_bg "$pn" "$BIN/p" --listen "127.0.0.1:$front" --tunnel-listen "127.0.0.1:$tun" \
-    --admin-listen "127.0.0.1:$admin" --certs-dir "$certs" --threads "$THREADS" || die "$pn did not start"
+    --admin-listen "127.0.0.1:$admin" --certs-dir "$certs" --threads "$THREADS" --access-log off || die "$pn did not start"
   wait_until 20 test -s "$certs/ca.pem" -a -s "$certs/token" ||
     { log_tail "$LOGS/$pn.log"; die "$pn did not write $certs/ca.pem and $certs/token"; }
   start_bg "$cn" "$BIN/c" --proxy "localhost:$tun" "$@" --certs-dir "$certs" --name bench --threads "$THREADS" ||
