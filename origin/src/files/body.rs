@@ -6,6 +6,7 @@ use std::future::Future;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
@@ -34,13 +35,17 @@ pub(crate) struct FileBody {
     remaining: u64,
     /// Whether chunks may be tried from the page cache on the runtime thread.
     nowait: bool,
+    /// Shared with every chunk of this body still alive (queued in the tunnel): a count of 1
+    /// means none is, and the stream is owed a buffer even when the pool is empty.
+    live: Arc<()>,
 }
 
 enum State {
     /// Waiting to be polled; owns the file.
     Idle(File),
-    /// Every chunk buffer of the origin is in use: waiting for one to come back.
-    Queued(File, Pin<Box<WaitForBuffer>>),
+    /// Every chunk buffer of the origin is in use: waiting for one to come back, and checking
+    /// every [`pool::PATIENCE`] whether this stream has nothing in flight any more.
+    Queued(File, Pin<Box<WaitForBuffer>>, Pin<Box<tokio::time::Sleep>>),
     /// A chunk is being read on the blocking pool; the file comes back with it.
     Reading(JoinHandle<(File, io::Result<Bytes>)>),
     /// Finished, failed, or nothing to send.
@@ -67,7 +72,7 @@ enum Cached {
 impl FileBody {
     pub(crate) fn new(file: File, pos: u64, len: u64) -> FileBody {
         let state = if len == 0 { State::Done } else { State::Idle(file) };
-        FileBody { state, pos, remaining: len, nowait: true }
+        FileBody { state, pos, remaining: len, nowait: true, live: Arc::new(()) }
     }
 
     fn fail(&mut self, err: io::Error) -> Polled {
@@ -99,8 +104,10 @@ impl FileBody {
         if self.nowait {
             match read_cached(&file, self.pos, buf, len) {
                 Ok(Cached::Read(chunk)) => {
-                    self.state = State::Idle(file);
-                    return Some(self.hand_out(chunk));
+                    let ready = self.hand_out(chunk);
+                    // At the end nothing more is read: no empty frame, no extra buffer.
+                    self.state = if self.remaining == 0 { State::Done } else { State::Idle(file) };
+                    return Some(ready);
                 }
                 Ok(Cached::Miss(back)) => buf = back,
                 Ok(Cached::Unsupported(back)) => {
@@ -121,6 +128,29 @@ impl Body for FileBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         let this = self.get_mut();
+        // Page-cache reads are always ready: without spending tokio's co-operative budget, a
+        // consumer that pulls until it has enough (the compressor) could keep this worker
+        // thread busy for many megabytes while the tunnel's task waits.
+        let coop = ready!(tokio::task::coop::poll_proceed(cx));
+        let polled = this.poll_chunk(cx);
+        if polled.is_ready() {
+            coop.made_progress();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+impl FileBody {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Polled {
+        let this = self;
         loop {
             match &mut this.state {
                 State::Done => return Poll::Ready(None),
@@ -128,27 +158,42 @@ impl Body for FileBody {
                     let State::Idle(file) = std::mem::replace(&mut this.state, State::Done) else {
                         return Poll::Ready(None);
                     };
-                    match pool::try_take() {
+                    if this.remaining == 0 {
+                        return Poll::Ready(None);
+                    }
+                    match pool::try_take(&this.live) {
                         Some(buf) => {
                             if let Some(ready) = this.start_read(file, buf) {
                                 return ready;
                             }
                         }
-                        None => this.state = State::Queued(file, Box::pin(pool::acquire())),
+                        None => {
+                            let patience = Box::pin(tokio::time::sleep(pool::PATIENCE));
+                            this.state = State::Queued(file, Box::pin(pool::acquire()), patience);
+                        }
                     }
                 }
-                State::Queued(_, acquire) => {
-                    let permit = ready!(acquire.as_mut().poll(cx));
-                    let State::Queued(file, _) = std::mem::replace(&mut this.state, State::Done) else {
+                State::Queued(_, acquire, patience) => {
+                    let buf = match acquire.as_mut().poll(cx) {
+                        Poll::Ready(Ok(permit)) => pool::Buffer::new(Some(permit), &this.live),
+                        Poll::Ready(Err(_)) => return this.fail(io::Error::other("chunk buffers closed")),
+                        Poll::Pending => {
+                            ready!(patience.as_mut().poll(cx));
+                            if Arc::strong_count(&this.live) > 1 {
+                                // Chunks of this stream are still queued: they will come back.
+                                patience.as_mut().reset(tokio::time::Instant::now() + pool::PATIENCE);
+                                continue;
+                            }
+                            // Nothing of this stream is in flight: it is owed progress even
+                            // though slow consumers hold every pooled buffer.
+                            pool::Buffer::new(None, &this.live)
+                        }
+                    };
+                    let State::Queued(file, ..) = std::mem::replace(&mut this.state, State::Done) else {
                         return Poll::Ready(None);
                     };
-                    match permit {
-                        Ok(permit) => {
-                            if let Some(ready) = this.start_read(file, pool::Buffer::new(permit)) {
-                                return ready;
-                            }
-                        }
-                        Err(_) => return this.fail(io::Error::other("chunk buffers closed")),
+                    if let Some(ready) = this.start_read(file, buf) {
+                        return ready;
                     }
                 }
                 State::Reading(task) => {
@@ -162,7 +207,7 @@ impl Body for FileBody {
                                 // The next chunk is tried from the page cache first (the
                                 // kernel's read-ahead has likely brought it in).
                                 State::Idle(file)
-                            } else if let Some(buf) = pool::try_take() {
+                            } else if let Some(buf) = pool::try_take(&this.live) {
                                 // Read ahead: the next chunk loads while this one is sent.
                                 let (pos, len) = (this.pos + n, (this.remaining - n).min(CHUNK) as usize);
                                 State::Reading(read_blocking(file, pos, buf, len))
@@ -177,14 +222,6 @@ impl Body for FileBody {
                 }
             }
         }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.remaining == 0
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining)
     }
 }
 
@@ -241,7 +278,7 @@ fn exact_at(file: &File, pos: u64, buf: &mut [u8]) -> io::Result<()> {
 pub(crate) mod pool {
     use super::CHUNK;
     use bytes::Bytes;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
     use tokio::sync::{AcquireError, Semaphore, SemaphorePermit};
 
     /// Chunks that may exist at once (read or queued to send), in all.
@@ -250,21 +287,30 @@ pub(crate) mod pool {
     /// Free buffers kept for reuse at most (8 MiB); more are freed.
     pub(crate) const KEPT: usize = 64;
 
+    /// How often a stream waiting for a buffer checks whether it still has chunks in flight.
+    /// One that has none gets a buffer outside the pool: slow consumers holding every pooled
+    /// buffer slow other downloads down, but never stop them. Such buffers are one per stream
+    /// at most, so the bound becomes 64 MiB plus one chunk per stream that is being starved.
+    pub(crate) const PATIENCE: std::time::Duration = std::time::Duration::from_millis(50);
+
     static IN_USE: Semaphore = Semaphore::const_new(MAX_IN_USE);
     static FREE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
 
-    /// A buffer of [`CHUNK`] bytes, counted against [`MAX_IN_USE`] until it is dropped.
+    /// A buffer of [`CHUNK`] bytes, counted against [`MAX_IN_USE`] (unless it is a stream's
+    /// owed one, see [`PATIENCE`]) and against its stream's live chunks until it is dropped.
     pub(crate) struct Buffer {
         buf: Vec<u8>,
-        _permit: SemaphorePermit<'static>,
+        _permit: Option<SemaphorePermit<'static>>,
+        _live: Arc<()>,
     }
 
     impl Buffer {
         /// A returned buffer (holding old file data, always overwritten before any of it is
         /// handed out) or a new zeroed one.
-        pub(crate) fn new(permit: SemaphorePermit<'static>) -> Buffer {
+        pub(crate) fn new(permit: Option<SemaphorePermit<'static>>, live: &Arc<()>) -> Buffer {
             let reused = FREE.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            Buffer { buf: reused.unwrap_or_else(|| vec![0u8; CHUNK as usize]), _permit: permit }
+            let buf = reused.unwrap_or_else(|| vec![0u8; CHUNK as usize]);
+            Buffer { buf, _permit: permit, _live: Arc::clone(live) }
         }
 
         pub(crate) fn bytes(&mut self) -> &mut [u8] {
@@ -289,9 +335,9 @@ pub(crate) mod pool {
         }
     }
 
-    /// A buffer now, if fewer than [`MAX_IN_USE`] are in use.
-    pub(crate) fn try_take() -> Option<Buffer> {
-        IN_USE.try_acquire().ok().map(Buffer::new)
+    /// A buffer now for the stream `live` stands for, if fewer than [`MAX_IN_USE`] are in use.
+    pub(crate) fn try_take(live: &Arc<()>) -> Option<Buffer> {
+        IN_USE.try_acquire().ok().map(|permit| Buffer::new(Some(permit), live))
     }
 
     /// Wait for a buffer to be free (then [`Buffer::new`] with the permit).
@@ -358,6 +404,7 @@ mod tests {
         while let Some(frame) = body.frame().await {
             let chunk = frame.unwrap().into_data().unwrap();
             assert!(chunk.len() as u64 <= CHUNK);
+            assert!(!chunk.is_empty(), "no empty frames, at the end either");
             got.extend_from_slice(&chunk);
             frames += 1;
             assert_eq!(body.size_hint().exact(), Some(290_000 - got.len() as u64));
@@ -399,14 +446,20 @@ mod tests {
         let (f, data) = file_with(300_000);
         // Hold every buffer (other tests may hold some too: take what is there).
         let mut held = Vec::new();
-        while let Some(b) = pool::try_take() {
+        let other = Arc::new(());
+        while let Some(b) = pool::try_take(&other) {
             held.push(b);
         }
         let mut body = FileBody::new(f.reopen().unwrap(), 0, 300_000);
-        let waiting = tokio::time::timeout(std::time::Duration::from_millis(100), body.frame()).await;
-        assert!(waiting.is_err(), "no buffer free: the stream must wait");
+        // No buffer free, but nothing of this stream in flight: it gets one after PATIENCE.
+        let first = tokio::time::timeout(std::time::Duration::from_secs(5), body.frame()).await;
+        let first = first.expect("a starved stream is owed progress").unwrap().unwrap().into_data().unwrap();
+        // With its first chunk still held, it waits for a pooled one.
+        let second = tokio::time::timeout(pool::PATIENCE * 4, body.frame()).await;
+        assert!(second.is_err(), "with a chunk in flight, the stream waits for the pool");
+        let mut got = first.to_vec();
+        drop(first);
         drop(held);
-        let mut got = Vec::new();
         while let Some(frame) = body.frame().await {
             got.extend_from_slice(&frame.unwrap().into_data().unwrap());
         }
