@@ -209,6 +209,9 @@ pub async fn handle(
     };
     let head_after = record.responded(resp.status());
     proxy.latencies.observe(record.origin_label(), resp.status(), head_after);
+    if !crate::access::enabled() {
+        return resp;
+    }
     let (parts, body) = resp.into_parts();
     Response::from_parts(parts, body::boxed(Logged::new(body, record)))
 }
