@@ -141,6 +141,9 @@ impl DialError {
                     TlsProblem::UnknownIssuer | TlsProblem::WrongName | TlsProblem::Dates | TlsProblem::NotTls
                 )
             }
+            // A 4xx is the proxy's verdict on this origin (token, name, port); anything else
+            // (a 502 from a load balancer while p restarts) is retried at the usual pace.
+            DialError::Rejected { status, .. } => status.is_client_error(),
             _ => self.is_rejection(),
         }
     }
@@ -341,5 +344,7 @@ mod tests {
         assert!(refused.to_string().contains("Start p first"), "{refused}");
         let wrong = DialError::Rejected { status: StatusCode::UNAUTHORIZED, reason: "wrong token".into() };
         assert!(wrong.needs_a_person() && wrong.to_string().contains("--token-file"));
+        let restarting = DialError::Rejected { status: StatusCode::BAD_GATEWAY, reason: "bad gateway".into() };
+        assert!(restarting.is_rejection() && !restarting.needs_a_person(), "a 502 is retried at the usual pace");
     }
 }
