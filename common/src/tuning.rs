@@ -157,7 +157,7 @@ pub const MAX_ADMIN_CONNECTIONS_PER_CLIENT: usize = 8;
 /// Requests that may wait at the proxy for a stream of one origin, beyond what its tunnels
 /// carry at once (tunnels × [`MAX_CONCURRENT_STREAMS`]); past it, `503` with `Retry-After`.
 /// h2 itself would queue without limit (`SendRequest::poll_ready` is ready unless closed).
-/// One tunnel's worth: a burst is absorbed, a flood is refused at once instead of piling up.
+/// A burst is absorbed, a flood is refused at once instead of piling up.
 pub const MAX_WAITING_PER_ORIGIN: usize = 1024;
 
 /// How often the proxy looks at its config file's modification time (reload on change).
