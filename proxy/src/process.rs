@@ -16,20 +16,25 @@ pub struct ProcessStats {
 }
 
 /// The values at most a second old: a status page served on the front end
-/// (`handler = "status"`) must not make every request list thousands of descriptors.
+/// (`handler = "status"`) must not make every request list thousands of descriptors. The
+/// files are read outside the lock, so callers never wait on each other's reading; while one
+/// caller refreshes, the others get the previous values.
 pub fn recent() -> ProcessStats {
     use std::sync::Mutex;
     use std::time::{Duration, Instant};
     static CACHE: Mutex<Option<(Instant, ProcessStats)>> = Mutex::new(None);
-    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-    match *cache {
-        Some((at, stats)) if at.elapsed() < Duration::from_secs(1) => stats,
-        _ => {
-            let stats = read();
-            *cache = Some((Instant::now(), stats));
-            stats
+    {
+        let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        match *cache {
+            Some((at, stats)) if at.elapsed() < Duration::from_secs(1) => return stats,
+            // Stale: this caller refreshes; until it has, others see the stale values.
+            Some((_, stats)) => *cache = Some((Instant::now(), stats)),
+            None => {}
         }
     }
+    let stats = read();
+    *CACHE.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), stats));
+    stats
 }
 
 /// Read the current values (a few small files and one directory listing).
