@@ -154,7 +154,7 @@ impl Table {
         let default_port = if scheme == "https" { 443 } else { 80 };
         let port = if front.port() == default_port { String::new() } else { format!(":{}", front.port()) };
         let mut urls = Vec::new();
-        for route in &self.routes {
+        for (index, route) in self.routes.iter().enumerate() {
             let ours = match &route.target {
                 Target::Origin { origin: OriginRef::Named(name), .. } => name == origin,
                 Target::Origin { origin: OriginRef::MostRecent, .. } => true,
@@ -167,8 +167,10 @@ impl Table {
                 HostMatch::Suffix(_) => continue,
             };
             let path = if route.path.starts_with('/') { route.path.clone() } else { format!("/{}", route.path) };
+            // A route hidden behind an earlier one (first match wins) is not reached by its URL.
+            let reached = self.lookup(host.trim_start_matches('[').trim_end_matches(']'), &path).map(|(i, _)| i);
             let url = format!("{scheme}://{host}{port}{path}");
-            if ours && !urls.contains(&url) {
+            if ours && reached == Some(index) && !urls.contains(&url) {
                 urls.push(url);
             }
             if urls.len() >= max {
@@ -217,6 +219,9 @@ mod tests {
         );
         assert_eq!(table.urls_for("media", "https", front, 1), ["https://media.example.com/"]);
         assert!(table.urls_for("nobody", "https", front, 8).is_empty());
+        // A route behind an earlier one that catches the same URL is not advertised.
+        let hidden = self::table(vec![route("", "/", "other"), route("", "/photos", "media")]);
+        assert!(hidden.urls_for("media", "https", front, 8).is_empty());
         let local = "127.0.0.1:1443".parse().expect("address");
         assert_eq!(Table::zero_config().urls_for("any", "http", local, 8), ["http://127.0.0.1:1443/"]);
         let v6 = "[::1]:8080".parse().expect("address");
