@@ -154,8 +154,17 @@ impl Latencies {
     }
 
     fn of(&self, origin: &str) -> Arc<PerClass> {
-        if let Some(h) = self.by_origin.read().unwrap_or_else(|p| p.into_inner()).get(origin) {
-            return h.clone();
+        {
+            let map = self.by_origin.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(h) = map.get(origin) {
+                return h.clone();
+            }
+            // Past the cap every new origin shares one entry: no write lock per request then.
+            if map.len() >= MAX_ORIGINS {
+                if let Some(h) = map.get(OTHER) {
+                    return h.clone();
+                }
+            }
         }
         let mut map = self.by_origin.write().unwrap_or_else(|p| p.into_inner());
         let key = if map.len() >= MAX_ORIGINS && !map.contains_key(origin) { OTHER } else { origin };
