@@ -93,14 +93,11 @@ impl FileBody {
         self.remaining = self.remaining.saturating_sub(n);
         Poll::Ready(Some(Ok(Frame::data(chunk))))
     }
-}
 
-impl FileBody {
     /// Read the next chunk into `buf`: from the page cache at once when it is there (`Some`),
     /// else on the blocking pool (the state becomes `Reading`).
-    fn start_read(&mut self, file: File, buf: pool::Buffer) -> Option<Polled> {
+    fn start_read(&mut self, file: File, mut buf: pool::Buffer) -> Option<Polled> {
         let len = self.next_len();
-        let mut buf = buf;
         if self.nowait {
             match read_cached(&file, self.pos, buf, len) {
                 Ok(Cached::Read(chunk)) => {
@@ -120,6 +117,81 @@ impl FileBody {
         self.state = State::Reading(read_blocking(file, self.pos, buf, len));
         None
     }
+
+    /// The state machine behind [`Body::poll_frame`].
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Polled {
+        loop {
+            match &mut self.state {
+                State::Done => return Poll::Ready(None),
+                State::Idle(_) => {
+                    let State::Idle(file) = std::mem::replace(&mut self.state, State::Done) else {
+                        return Poll::Ready(None);
+                    };
+                    if self.remaining == 0 {
+                        return Poll::Ready(None);
+                    }
+                    match pool::try_take(&self.live) {
+                        Some(buf) => {
+                            if let Some(ready) = self.start_read(file, buf) {
+                                return ready;
+                            }
+                        }
+                        None => {
+                            let patience = Box::pin(tokio::time::sleep(pool::PATIENCE));
+                            self.state = State::Queued(file, Box::pin(pool::acquire()), patience);
+                        }
+                    }
+                }
+                State::Queued(_, acquire, patience) => {
+                    let buf = match acquire.as_mut().poll(cx) {
+                        Poll::Ready(Ok(permit)) => pool::Buffer::new(Some(permit), &self.live),
+                        Poll::Ready(Err(_)) => return self.fail(io::Error::other("chunk buffers closed")),
+                        Poll::Pending => {
+                            ready!(patience.as_mut().poll(cx));
+                            if Arc::strong_count(&self.live) > 1 {
+                                // Chunks of this stream are still queued: they will come back.
+                                patience.as_mut().reset(tokio::time::Instant::now() + pool::PATIENCE);
+                                continue;
+                            }
+                            // Nothing of this stream is in flight: it is owed progress even
+                            // though slow consumers hold every pooled buffer.
+                            pool::Buffer::new(None, &self.live)
+                        }
+                    };
+                    let State::Queued(file, ..) = std::mem::replace(&mut self.state, State::Done) else {
+                        return Poll::Ready(None);
+                    };
+                    if let Some(ready) = self.start_read(file, buf) {
+                        return ready;
+                    }
+                }
+                State::Reading(task) => {
+                    let joined = ready!(Pin::new(task).poll(cx));
+                    return match joined {
+                        Ok((file, Ok(chunk))) => {
+                            let n = chunk.len() as u64;
+                            self.state = if self.remaining <= n {
+                                State::Done
+                            } else if self.nowait {
+                                // The next chunk is tried from the page cache first (the
+                                // kernel's read-ahead has likely brought it in).
+                                State::Idle(file)
+                            } else if let Some(buf) = pool::try_take(&self.live) {
+                                // Read ahead: the next chunk loads while this one is sent.
+                                let (pos, len) = (self.pos + n, (self.remaining - n).min(CHUNK) as usize);
+                                State::Reading(read_blocking(file, pos, buf, len))
+                            } else {
+                                State::Idle(file)
+                            };
+                            self.hand_out(chunk)
+                        }
+                        Ok((_, Err(err))) => self.fail(err),
+                        Err(join) => self.fail(io::Error::other(join)),
+                    };
+                }
+            }
+        }
+    }
 }
 
 impl Body for FileBody {
@@ -127,12 +199,11 @@ impl Body for FileBody {
     type Error = io::Error;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
-        let this = self.get_mut();
         // Page-cache reads are always ready: without spending tokio's co-operative budget, a
         // consumer that pulls until it has enough (the compressor) could keep this worker
         // thread busy for many megabytes while the tunnel's task waits.
         let coop = ready!(tokio::task::coop::poll_proceed(cx));
-        let polled = this.poll_chunk(cx);
+        let polled = self.get_mut().poll_chunk(cx);
         if polled.is_ready() {
             coop.made_progress();
         }
@@ -145,83 +216,6 @@ impl Body for FileBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.remaining)
-    }
-}
-
-impl FileBody {
-    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Polled {
-        let this = self;
-        loop {
-            match &mut this.state {
-                State::Done => return Poll::Ready(None),
-                State::Idle(_) => {
-                    let State::Idle(file) = std::mem::replace(&mut this.state, State::Done) else {
-                        return Poll::Ready(None);
-                    };
-                    if this.remaining == 0 {
-                        return Poll::Ready(None);
-                    }
-                    match pool::try_take(&this.live) {
-                        Some(buf) => {
-                            if let Some(ready) = this.start_read(file, buf) {
-                                return ready;
-                            }
-                        }
-                        None => {
-                            let patience = Box::pin(tokio::time::sleep(pool::PATIENCE));
-                            this.state = State::Queued(file, Box::pin(pool::acquire()), patience);
-                        }
-                    }
-                }
-                State::Queued(_, acquire, patience) => {
-                    let buf = match acquire.as_mut().poll(cx) {
-                        Poll::Ready(Ok(permit)) => pool::Buffer::new(Some(permit), &this.live),
-                        Poll::Ready(Err(_)) => return this.fail(io::Error::other("chunk buffers closed")),
-                        Poll::Pending => {
-                            ready!(patience.as_mut().poll(cx));
-                            if Arc::strong_count(&this.live) > 1 {
-                                // Chunks of this stream are still queued: they will come back.
-                                patience.as_mut().reset(tokio::time::Instant::now() + pool::PATIENCE);
-                                continue;
-                            }
-                            // Nothing of this stream is in flight: it is owed progress even
-                            // though slow consumers hold every pooled buffer.
-                            pool::Buffer::new(None, &this.live)
-                        }
-                    };
-                    let State::Queued(file, ..) = std::mem::replace(&mut this.state, State::Done) else {
-                        return Poll::Ready(None);
-                    };
-                    if let Some(ready) = this.start_read(file, buf) {
-                        return ready;
-                    }
-                }
-                State::Reading(task) => {
-                    let joined = ready!(Pin::new(task).poll(cx));
-                    return match joined {
-                        Ok((file, Ok(chunk))) => {
-                            let n = chunk.len() as u64;
-                            this.state = if this.remaining <= n {
-                                State::Done
-                            } else if this.nowait {
-                                // The next chunk is tried from the page cache first (the
-                                // kernel's read-ahead has likely brought it in).
-                                State::Idle(file)
-                            } else if let Some(buf) = pool::try_take(&this.live) {
-                                // Read ahead: the next chunk loads while this one is sent.
-                                let (pos, len) = (this.pos + n, (this.remaining - n).min(CHUNK) as usize);
-                                State::Reading(read_blocking(file, pos, buf, len))
-                            } else {
-                                State::Idle(file)
-                            };
-                            this.hand_out(chunk)
-                        }
-                        Ok((_, Err(err))) => this.fail(err),
-                        Err(join) => this.fail(io::Error::other(join)),
-                    };
-                }
-            }
-        }
     }
 }
 
