@@ -45,7 +45,7 @@ pub enum Error {
     #[error("this route needs a user name and password")]
     Unauthorized { realm: String },
     #[error("origin {origin} failed before answering: {source}")]
-    Origin { origin: String, source: hyper::Error },
+    Origin { origin: String, source: h2::Error },
     #[error("{url} failed before answering: {reason}")]
     Url { url: String, reason: String },
     #[error("every tunnel of origin {0} closed before the request could be sent")]
@@ -87,9 +87,9 @@ impl Error {
                 Side::Proxy
             }
             Error::TunnelsClosed(_) => Side::Tunnel,
-            // hyper reports the connection itself closing as "closed" or "canceled"; a stream
-            // the origin refused or reset is the origin's doing.
-            Error::Origin { source, .. } if source.is_closed() || source.is_canceled() => Side::Tunnel,
+            // The connection itself failing (an I/O error, a GOAWAY) is the tunnel's doing; a
+            // stream the origin refused or reset is the origin's.
+            Error::Origin { source, .. } if source.is_io() || source.is_go_away() => Side::Tunnel,
             Error::NoOrigin
             | Error::OriginDown(_)
             | Error::Origin { .. }

@@ -11,6 +11,7 @@ use crate::logs::ABORTED;
 use crate::origins::{ToOrigin, Tunnel};
 use crate::stall::{ConnActivity, Polled, Registration, Stalls};
 use crate::state::Proxy;
+use crate::stream::{self, OriginBody};
 use bytes::Bytes;
 use common::body::{self, BoxBody, BoxError};
 use common::headers::remove_hop_by_hop;
@@ -30,6 +31,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio_util::sync::DropGuard;
 
 /// Who sent a front-end request and how.
 #[derive(Debug, Clone)]
@@ -170,7 +172,7 @@ async fn client_slot(proxy: &Proxy, conn: &FrontendConn) -> Result<StreamPermit,
 /// retried, since the origin may have acted on it. The origin must start answering in `timeout`.
 pub async fn to_origin(
     proxy: &Proxy,
-    mut req: Request<ToOrigin>,
+    req: Request<ToOrigin>,
     conn: &FrontendConn,
     (origin, max_waiting): (&str, usize),
     timeout: Duration,
@@ -189,31 +191,46 @@ pub async fn to_origin(
     }
     let slot = client_slot(proxy, conn).await?;
     let client = client_key(conn.peer.ip());
-    for tunnel in pool {
-        let mut sender = tunnel.sender();
-        if sender.ready().await.is_err() {
-            continue;
+    let (parts, body) = req.into_parts();
+    let (mut head, mut body) = (Some(Request::from_parts(parts, ())), Some(body));
+    let last = pool.len() - 1;
+    for (i, tunnel) in pool.into_iter().enumerate() {
+        let Ok(mut sender) = tunnel.sender().ready().await else { continue };
+        let (Some(this_head), Some(mut this_body)) = (head.take(), body.take()) else { break };
+        if i < last {
+            // Kept while another tunnel could still take the request.
+            head = Some(stream::copy_head(&this_head));
         }
         let guard = StreamGuard::open(tunnel.clone());
         served.tunnel = Some(tunnel.clone());
-        req.body_mut().meter(tunnel.clone());
-        let sent = match tokio::time::timeout(timeout, sender.try_send_request(req)).await {
-            Ok(sent) => sent,
+        this_body.meter(tunnel.clone());
+        let opened = match stream::open(&mut sender, this_head, this_body) {
+            Ok(opened) => opened,
+            // The connection closed under us: nothing was sent, so the next tunnel may have it.
+            Err((e, unsent)) if e.is_io() || e.is_go_away() => {
+                body = Some(unsent);
+                continue;
+            }
+            Err((e, _)) => return Err(Error::Origin { origin: tunnel.origin.clone(), source: e }),
+        };
+        let resp = match tokio::time::timeout(timeout, opened.response).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => return Err(Error::Origin { origin: tunnel.origin.clone(), source: e }),
             Err(_) => return Err(Error::ResponseTimeout { origin: tunnel.origin.clone(), after: timeout }),
         };
-        match sent {
-            Ok(resp) => {
-                Tunnel::add(&tunnel.stats.requests, 1);
-                let (parts, incoming) = resp.into_parts();
-                let watch = proxy.stalls.register(incoming, tunnel.id, client, active.activity.clone());
-                let body = FromOrigin { watch, stalls: proxy.stalls.clone(), guard, _slot: slot, _active: active };
-                return Ok(Response::from_parts(parts, body::boxed(body)));
-            }
-            Err(mut err) => match err.take_message() {
-                Some(unsent) => req = unsent,
-                None => return Err(Error::Origin { origin: tunnel.origin.clone(), source: err.into_error() }),
-            },
-        }
+        Tunnel::add(&tunnel.stats.requests, 1);
+        let (parts, recv) = resp.into_parts();
+        let incoming = OriginBody::new(recv, &parts.headers);
+        let watch = proxy.stalls.register(incoming, tunnel.id, client, active.activity.clone());
+        let body = FromOrigin {
+            watch,
+            stalls: proxy.stalls.clone(),
+            guard,
+            _upload: opened.upload,
+            _slot: slot,
+            _active: active,
+        };
+        return Ok(Response::from_parts(parts, body::boxed(body)));
     }
     Err(Error::TunnelsClosed(origin.to_owned()))
 }
@@ -337,6 +354,8 @@ struct FromOrigin {
     watch: Registration,
     stalls: Arc<Stalls>,
     guard: StreamGuard,
+    /// The request body's copy, reset if still going when the response is done with.
+    _upload: Option<DropGuard>,
     _slot: StreamPermit,
     _active: Active,
 }

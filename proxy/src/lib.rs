@@ -30,6 +30,7 @@ pub mod server;
 pub mod stall;
 pub mod state;
 pub mod status;
+pub mod stream;
 pub mod tunnel;
 
 pub use state::{Limits, PerClient, Proxy, Tls};

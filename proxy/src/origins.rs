@@ -4,9 +4,9 @@
 
 use bytes::Bytes;
 use common::Secret;
+use h2::client::SendRequest;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http2::SendRequest;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -61,7 +61,7 @@ pub struct Tunnel {
     token: Secret,
     /// Cancelled to end this tunnel (revoked by a reload).
     pub close: CancellationToken,
-    sender: SendRequest<ToOrigin>,
+    sender: SendRequest<Bytes>,
     /// Its origin's totals, which this tunnel's counters join when it is gone.
     totals: Arc<OriginTotals>,
 }
@@ -76,13 +76,9 @@ impl Drop for Tunnel {
 }
 
 impl Tunnel {
-    /// A handle for opening one more stream; cheap (a channel sender clone).
-    pub fn sender(&self) -> SendRequest<ToOrigin> {
+    /// A handle for opening one more stream; cheap (a reference count).
+    pub fn sender(&self) -> SendRequest<Bytes> {
         self.sender.clone()
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.sender.is_closed()
     }
 
     pub fn token(&self) -> &Secret {
@@ -118,7 +114,7 @@ impl Origins {
     pub fn register(
         &self,
         who: Identity,
-        sender: SendRequest<ToOrigin>,
+        sender: SendRequest<Bytes>,
         close: CancellationToken,
     ) -> (Arc<Tunnel>, Vec<Arc<Tunnel>>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
@@ -300,8 +296,7 @@ impl OriginView {
 }
 
 /// The request body on its way to the origin: the front-end client's body, counted into the
-/// tunnel's `bytes_to_origin`. A concrete type (not boxed) so an unsent request can be handed
-/// back and tried on another tunnel of the same origin.
+/// tunnel's `bytes_to_origin`.
 #[derive(Debug)]
 pub struct ToOrigin {
     inner: Incoming,

@@ -3,7 +3,7 @@
 //! the whole design). A reset gives the stream's share of the tunnel's window back at once.
 
 use crate::clients::ClientKey;
-use hyper::body::Incoming;
+use crate::stream::OriginBody;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -56,7 +56,7 @@ pub struct Watch {
 
 #[derive(Debug)]
 struct WatchState {
-    incoming: Option<Incoming>,
+    incoming: Option<OriginBody>,
     evicted: Option<Eviction>,
 }
 
@@ -118,7 +118,7 @@ impl Stalls {
     /// Track a response body that has just been handed to the front end.
     pub fn register(
         self: &Arc<Self>,
-        incoming: Incoming,
+        incoming: OriginBody,
         tunnel: u64,
         client: ClientKey,
         conn: Arc<ConnActivity>,
@@ -245,7 +245,7 @@ pub fn plan(stalled: &[(u64, u64)], timeout_ms: u64, max_per_tunnel: usize) -> V
 
 /// What polling a watched body gave.
 pub enum Polled {
-    Frame(Result<hyper::body::Frame<bytes::Bytes>, hyper::Error>),
+    Frame(Result<http_body::Frame<bytes::Bytes>, h2::Error>),
     End,
     Pending,
     Evicted(Eviction),
@@ -260,7 +260,7 @@ impl Watch {
             return Polled::Evicted(why);
         }
         let Some(incoming) = state.incoming.as_mut() else { return Polled::End };
-        match hyper::body::Body::poll_frame(std::pin::Pin::new(incoming), cx) {
+        match http_body::Body::poll_frame(std::pin::Pin::new(incoming), cx) {
             Poll::Ready(Some(frame)) => {
                 self.offered_ms.store(stalls.now_ms() + 1, Ordering::Relaxed);
                 Polled::Frame(frame)
@@ -278,12 +278,12 @@ impl Watch {
 
     pub fn is_end_stream(&self) -> bool {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.evicted.is_none() && state.incoming.as_ref().is_none_or(hyper::body::Body::is_end_stream)
+        state.evicted.is_none() && state.incoming.as_ref().is_none_or(http_body::Body::is_end_stream)
     }
 
     pub fn size_hint(&self) -> http_body::SizeHint {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.incoming.as_ref().map(hyper::body::Body::size_hint).unwrap_or_default()
+        state.incoming.as_ref().map(http_body::Body::size_hint).unwrap_or_default()
     }
 }
 

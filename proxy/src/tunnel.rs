@@ -5,6 +5,7 @@
 use crate::logs::{REJECTED, STRAY};
 use crate::origins::Identity;
 use crate::state::Proxy;
+use crate::stream;
 use common::body::{self, BoxBody};
 use common::protocol::{self, Rejection};
 use common::tuning;
@@ -157,8 +158,8 @@ fn refusal(rejection: &Rejection) -> Response<BoxBody> {
 
 /// Run the HTTP/2 client side of the tunnel until it ends, keeping it registered meanwhile.
 async fn run_tunnel(proxy: Arc<Proxy>, upgraded: hyper::upgrade::Upgraded, who: Identity, shutdown: CancellationToken) {
-    let handshake = common::tunnel::client_builder().handshake(upgraded);
-    let (sender, conn) = match tokio::time::timeout(tuning::HANDSHAKE_TIMEOUT, handshake).await {
+    let handshake = common::tunnel::client_builder().handshake(TokioIo::new(upgraded));
+    let (sender, mut conn) = match tokio::time::timeout(tuning::HANDSHAKE_TIMEOUT, handshake).await {
         Ok(Ok(pair)) => pair,
         Ok(Err(e)) => {
             warn!(error = %e, "tunnel HTTP/2 handshake failed");
@@ -169,23 +170,32 @@ async fn run_tunnel(proxy: Arc<Proxy>, upgraded: hyper::upgrade::Upgraded, who: 
             return;
         }
     };
+    let keepalive =
+        conn.ping_pong().map(|pings| stream::keepalive(pings, tuning::KEEPALIVE_INTERVAL, tuning::KEEPALIVE_TIMEOUT));
     let close = shutdown.child_token();
     let origin = who.origin.clone();
     let (tunnel, replaced) = proxy.origins.register(who, sender, close.clone());
     let id = tunnel.id;
     // Only the registry and in-flight streams hold the tunnel (and so its HTTP/2 handle). Once
-    // it is replaced or removed and its last stream ends, hyper closes the connection itself.
+    // it is replaced or removed and its last stream ends, h2 closes the connection itself.
     drop(tunnel);
     for old in &replaced {
         info!(old_peer = %old.peer, old_tunnel = old.id, "origin reconnected; its previous tunnel drains and closes");
     }
     drop(replaced);
     info!(tunnel = id, "origin connected");
+    let keepalive = async move {
+        match keepalive {
+            Some(keepalive) => keepalive.await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
-        result = conn => match result {
+        result = &mut conn => match result {
             Ok(()) => info!(tunnel = id, "tunnel closed"),
             Err(e) => warn!(tunnel = id, error = %e, "tunnel lost"),
         },
+        e = keepalive => warn!(tunnel = id, error = %e, "tunnel lost: closing it"),
         _ = close.cancelled() => {
             if shutdown.is_cancelled() {
                 info!(tunnel = id, "tunnel closed: proxy shutting down");
