@@ -1,16 +1,22 @@
-//! The async runtime both binaries run on, and running their main future on a worker thread.
+//! The async runtime both binaries run on, how many workers it has, and running their main
+//! future on a worker thread.
 
 use std::future::Future;
 
-/// A multi-threaded runtime with `threads` workers (0: one per CPU core) and, if given, a cap
-/// on the blocking pool. On failure, reports and exits with status 1.
+/// The runtime: `threads` workers, or with 0 [`default_workers`]; a single worker runs tokio's
+/// current-thread scheduler (no work-stealing machinery to pay for). `max_blocking` caps the
+/// blocking pool (file reads). On failure, reports and exits with status 1.
 pub fn build(threads: usize, max_blocking: Option<usize>) -> tokio::runtime::Runtime {
     raise_fd_limit();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    let workers = if threads == 0 { default_workers() } else { threads };
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    };
     builder.enable_all();
-    if threads > 0 {
-        builder.worker_threads(threads);
-    }
     if let Some(max) = max_blocking {
         builder.max_blocking_threads(max);
     }
@@ -23,11 +29,21 @@ pub fn build(threads: usize, max_blocking: Option<usize>) -> tokio::runtime::Run
     }
 }
 
+/// One worker per two CPU cores, at least one. Most of either end's work is one task per
+/// tunnel (the tunnel's connection, whose HTTP/2 state is one lock), so a worker per core
+/// mostly adds cross-thread wake-ups and contention on that lock; the other cores are left
+/// to the kernel's network stack and the programs at the other end of each socket. Measured
+/// on two cores in BENCHMARKS.md (issue 7).
+pub fn default_workers() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    (cores / 2).max(1)
+}
+
 /// Run `main` to completion on a worker thread and exit with the status it returns.
 ///
-/// Not in `block_on` on the main thread: tasks spawned from a worker (a tunnel's connection
-/// task, the streams it wakes) then share that worker and tokio's LIFO slot, instead of every
-/// wakeup crossing threads.
+/// Not in `block_on` on the main thread: with several workers, tasks spawned from a worker (a
+/// tunnel's connection task, the streams it wakes) then share that worker and tokio's LIFO
+/// slot, instead of every wakeup crossing threads.
 pub fn run_main<F>(runtime: tokio::runtime::Runtime, main: F) -> !
 where
     F: Future<Output = i32> + Send + 'static,
