@@ -3,12 +3,36 @@
 
 use std::future::Future;
 
-/// The runtime: `threads` workers, or with 0 [`default_workers`]; a single worker runs tokio's
-/// current-thread scheduler (no work-stealing machinery to pay for). `max_blocking` caps the
-/// blocking pool (file reads). On failure, reports and exits with status 1.
-pub fn build(threads: usize, max_blocking: Option<usize>) -> tokio::runtime::Runtime {
+/// What `--threads 0` means for a binary.
+#[derive(Debug, Clone, Copy)]
+pub enum Workers {
+    /// One worker per two CPU cores, at least one: the proxy. Its work is mostly one task per
+    /// tunnel (the tunnel's connection, whose HTTP/2 state is one lock) and the sockets of the
+    /// front end; a worker per core mostly adds cross-thread wake-ups and contention on that
+    /// lock, and the other cores are left to the kernel's network stack. Measured on two cores
+    /// in BENCHMARKS.md (issue 7).
+    HalfTheCores,
+    /// One worker per CPU core: the origin, which compresses answers and renders listings on
+    /// its workers, CPU work that must not queue a small request behind it (abuse case 18).
+    EveryCore,
+}
+
+impl Workers {
+    pub fn count(self) -> usize {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        match self {
+            Workers::HalfTheCores => (cores / 2).max(1),
+            Workers::EveryCore => cores,
+        }
+    }
+}
+
+/// The runtime: `threads` workers, or with 0 what `default` says; a single worker runs
+/// tokio's current-thread scheduler (no work-stealing machinery to pay for). `max_blocking`
+/// caps the blocking pool (file reads). On failure, reports and exits with status 1.
+pub fn build(threads: usize, default: Workers, max_blocking: Option<usize>) -> tokio::runtime::Runtime {
     raise_fd_limit();
-    let workers = if threads == 0 { default_workers() } else { threads };
+    let workers = if threads == 0 { default.count() } else { threads };
     let mut builder = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {
@@ -27,16 +51,6 @@ pub fn build(threads: usize, max_blocking: Option<usize>) -> tokio::runtime::Run
             std::process::exit(1);
         }
     }
-}
-
-/// One worker per two CPU cores, at least one. Most of either end's work is one task per
-/// tunnel (the tunnel's connection, whose HTTP/2 state is one lock), so a worker per core
-/// mostly adds cross-thread wake-ups and contention on that lock; the other cores are left
-/// to the kernel's network stack and the programs at the other end of each socket. Measured
-/// on two cores in BENCHMARKS.md (issue 7).
-pub fn default_workers() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    (cores / 2).max(1)
 }
 
 /// Run `main` to completion on a worker thread and exit with the status it returns.
