@@ -13,9 +13,11 @@
 //!    streams in flight per address (32 MiB, a quarter). Further requests from that address
 //!    wait for one of its own streams to finish, and first evict its own longest-stalled one.
 //! 2. **Eviction of stalled streams.** A stream whose front-end client has not taken the data
-//!    offered to it for [`STALL_AFTER`] counts as stalled. Across all addresses at most
-//!    [`MAX_STALLED_PER_TUNNEL`] stalled streams (another quarter of the window) may exist on a
-//!    tunnel; past that the longest-stalled are reset, which returns their window at once.
+//!    offered to it for [`STALL_AFTER`] counts as stalled. Across all addresses, stalled
+//!    streams may hold at most [`MAX_STALLED_BYTES_PER_TUNNEL`] of a tunnel's window (another
+//!    quarter), counted in the bytes each actually holds; past that the longest-stalled are
+//!    reset, which returns their window at once. A stalled stream holding little (a blocked
+//!    event stream, a long-poll) costs little and is not reset to make room.
 //!    A paused video player is only evicted under that pressure; it re-requests with a range
 //!    when it resumes, as players do after any dropped connection.
 //! 3. **Send timeout.** A stream stalled for the send timeout (60 s, as nginx's `send_timeout`)
@@ -136,9 +138,9 @@ pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// that stalled streams over the budget are reclaimed before anybody waits a second.
 pub const STALL_AFTER: Duration = Duration::from_millis(500);
 
-/// Stalled streams one tunnel carries before the longest-stalled are reset: a quarter of the
-/// connection window.
-pub const MAX_STALLED_PER_TUNNEL: usize = (CONNECTION_WINDOW / STREAM_WINDOW / 4) as usize;
+/// Window that stalled streams on one tunnel may hold, all together, before the
+/// longest-stalled are reset: a quarter of the connection window (32 streams' full windows).
+pub const MAX_STALLED_BYTES_PER_TUNNEL: u64 = CONNECTION_WINDOW as u64 / 4;
 
 /// Requests one client address may have in flight at once (`--max-streams-per-client`):
 /// a quarter of a tunnel's window. A browser's page of thumbnails fits; more wait.
@@ -174,4 +176,4 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 const _: () = assert!(MAX_REQUEST_HEAD * 2 <= MAX_HEADER_LIST_SIZE as usize);
 const _: () = assert!(MAX_REQUEST_HEAD < FRONTEND_BUFFER);
 const _: () = assert!(MAX_STREAMS_PER_CLIENT as u32 * STREAM_WINDOW <= CONNECTION_WINDOW / 4);
-const _: () = assert!(MAX_STALLED_PER_TUNNEL as u32 * STREAM_WINDOW <= CONNECTION_WINDOW / 4);
+const _: () = assert!(MAX_STALLED_BYTES_PER_TUNNEL <= CONNECTION_WINDOW as u64 / 4);

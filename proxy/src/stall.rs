@@ -172,9 +172,10 @@ impl Stalls {
     /// The streams to reset now (see [`plan`]).
     fn to_evict(&self, now: u64) -> Vec<(Arc<Watch>, Eviction)> {
         let stalled = self.stalled(now, |_| true);
-        let facts: Vec<(u64, u64)> = stalled.iter().map(|(f, w)| (*f, w.tunnel)).collect();
+        let facts: Vec<Stalled> =
+            stalled.iter().map(|(f, w)| Stalled { for_ms: *f, tunnel: w.tunnel, held: w.held() }).collect();
         let timeout = self.send_timeout.as_millis() as u64;
-        plan(&facts, timeout, common::tuning::MAX_STALLED_PER_TUNNEL)
+        plan(&facts, timeout, common::tuning::MAX_STALLED_BYTES_PER_TUNNEL)
             .into_iter()
             .map(|(i, why)| (stalled[i].1.clone(), why))
             .collect()
@@ -221,22 +222,37 @@ impl Stalls {
     }
 }
 
-/// Which stalled streams to reset, given `(stalled for ms, tunnel)` of each, longest-stalled
-/// first: any stalled for `timeout_ms`, and on each tunnel the longest-stalled beyond
-/// `max_per_tunnel` (the ones that have held their window longest; the newest stay).
-pub fn plan(stalled: &[(u64, u64)], timeout_ms: u64, max_per_tunnel: usize) -> Vec<(usize, Eviction)> {
+/// One stalled stream, as [`plan`] sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Stalled {
+    /// How long its front-end client has not come back for what it was offered.
+    pub for_ms: u64,
+    pub tunnel: u64,
+    /// The tunnel window it holds (received from the origin, not yet taken).
+    pub held: u64,
+}
+
+/// Which stalled streams to reset, given each (longest-stalled first): any stalled for
+/// `timeout_ms`; then, on each tunnel whose stalled streams hold more than `budget` bytes of
+/// window together, the longest-stalled that hold any until the rest fit (the newest stay).
+pub fn plan(stalled: &[Stalled], timeout_ms: u64, budget: u64) -> Vec<(usize, Eviction)> {
     let mut out = Vec::new();
-    let mut kept: HashMap<u64, usize> = HashMap::new();
-    for (i, &(stalled_for, tunnel)) in stalled.iter().enumerate().rev() {
-        if stalled_for >= timeout_ms {
+    let mut held: HashMap<u64, u64> = HashMap::new();
+    for (i, s) in stalled.iter().enumerate() {
+        if s.for_ms >= timeout_ms {
             out.push((i, Eviction::SendTimeout));
-            continue;
-        }
-        let n = kept.entry(tunnel).or_insert(0);
-        if *n < max_per_tunnel {
-            *n += 1;
         } else {
-            out.push((i, Eviction::Pressure));
+            *held.entry(s.tunnel).or_insert(0) += s.held;
+        }
+    }
+    for (i, s) in stalled.iter().enumerate() {
+        let total = held.get_mut(&s.tunnel);
+        match total {
+            Some(total) if s.for_ms < timeout_ms && s.held > 0 && *total > budget => {
+                *total -= s.held;
+                out.push((i, Eviction::Pressure));
+            }
+            _ => {}
         }
     }
     out.sort_by_key(|(i, _)| *i);
@@ -252,6 +268,12 @@ pub enum Polled {
 }
 
 impl Watch {
+    /// The tunnel window this stream holds (0 once reset or ended).
+    fn held(&self) -> u64 {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.incoming.as_mut().map_or(0, OriginBody::held)
+    }
+
     /// Poll the origin's body for the front end, keeping the stall clock.
     pub fn poll_frame(&self, stalls: &Stalls, cx: &mut std::task::Context<'_>) -> Polled {
         use std::task::Poll;
@@ -291,17 +313,33 @@ impl Watch {
 mod tests {
     use super::*;
 
+    fn s(for_ms: u64, tunnel: u64, held: u64) -> Stalled {
+        Stalled { for_ms, tunnel, held }
+    }
+
+    const MIB: u64 = 1024 * 1024;
+
     #[test]
     fn send_timeout_evicts_regardless_of_pressure() {
-        let stalled = [(61_000, 1), (600, 1)];
-        assert_eq!(plan(&stalled, 60_000, 32), vec![(0, Eviction::SendTimeout)]);
+        let stalled = [s(61_000, 1, 10), s(600, 1, MIB)];
+        assert_eq!(plan(&stalled, 60_000, 32 * MIB), vec![(0, Eviction::SendTimeout)]);
     }
 
     #[test]
-    fn pressure_evicts_the_longest_stalled_per_tunnel_and_keeps_the_newest() {
-        // Longest first: tunnel 1 has four stalled, tunnel 2 one; two may stay per tunnel.
-        let stalled = [(5_000, 1), (4_000, 2), (3_000, 1), (2_000, 1), (1_000, 1)];
-        assert_eq!(plan(&stalled, 60_000, 2), vec![(0, Eviction::Pressure), (2, Eviction::Pressure)]);
-        assert!(plan(&stalled, 60_000, 4).is_empty(), "under the budget nothing goes");
+    fn pressure_evicts_the_longest_stalled_per_tunnel_until_the_rest_fit() {
+        // Longest first: tunnel 1 holds 4 MiB in stalled streams, tunnel 2 one; 2 MiB may stay.
+        let stalled = [s(5_000, 1, MIB), s(4_000, 2, MIB), s(3_000, 1, MIB), s(2_000, 1, MIB), s(1_000, 1, MIB)];
+        assert_eq!(plan(&stalled, 60_000, 2 * MIB), vec![(0, Eviction::Pressure), (2, Eviction::Pressure)]);
+        assert!(plan(&stalled, 60_000, 4 * MIB).is_empty(), "within the budget nothing goes");
+    }
+
+    #[test]
+    fn streams_holding_little_do_not_count_as_a_whole_window() {
+        // 200 blocked event streams holding 4 KiB each are 800 KiB: no pressure at all.
+        let blocked: Vec<Stalled> = (0..200).map(|i| s(10_000 - i, 1, 4096)).collect();
+        assert!(plan(&blocked, 60_000, MIB).is_empty());
+        // A stream holding nothing is never reset to make room: it would free nothing.
+        let stalled = [s(9_000, 1, 0), s(8_000, 1, 3 * MIB), s(7_000, 1, MIB)];
+        assert_eq!(plan(&stalled, 60_000, 2 * MIB), vec![(1, Eviction::Pressure)]);
     }
 }

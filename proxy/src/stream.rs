@@ -129,6 +129,12 @@ impl OriginBody {
             headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         OriginBody { recv, remaining, data_done: false }
     }
+
+    /// Bytes the origin has sent that are not yet handed on: the share of the tunnel's
+    /// window this stream holds.
+    pub fn held(&mut self) -> u64 {
+        self.recv.flow_control().used_capacity() as u64
+    }
 }
 
 impl Body for OriginBody {
