@@ -657,24 +657,73 @@ mod tests {
                     5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
                     .to_vec();
             }
+            "/empty" => String::new(),
+            "/big" => "0123456789abcdef".repeat(BIG_BODY / 16),
+            "/partial" => {
+                // Half the body, then nothing (the connection stays open).
+                return b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello".to_vec();
+            }
             _ => head.to_owned(),
         };
-        out.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
+        out.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+        if !request_line.starts_with("HEAD ") {
+            out.push_str(&body);
+        }
         out.into_bytes()
+    }
+
+    /// Size of the `/big` response body: several reads and DATA frames.
+    const BIG_BODY: usize = 200 * 1024;
+
+    /// Connections a [`scripted_service`] accepted, and how many of them are still open.
+    #[derive(Clone, Default)]
+    struct Connections {
+        accepted: Arc<std::sync::atomic::AtomicUsize>,
+        open: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Connections {
+        fn accepted(&self) -> usize {
+            self.accepted.load(Ordering::SeqCst)
+        }
+
+        /// Wait (up to 5 s) until `open` connections are open; false if that never happens.
+        async fn wait_open(&self, open: usize) -> bool {
+            for _ in 0..500 {
+                if self.open.load(Ordering::SeqCst) == open {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            false
+        }
     }
 
     /// A local service speaking raw HTTP/1.1 (so it can misbehave), several requests per
     /// connection: it reads each request (Content-Length or chunked body) and answers with
     /// [`scripted_response`]; by default the body is the request head exactly as received.
     async fn scripted_service() -> SocketAddr {
+        counted_service().await.0
+    }
+
+    /// [`scripted_service`], counting its connections.
+    async fn counted_service() -> (SocketAddr, Connections) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let connections = Connections::default();
+        let counts = connections.clone();
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                tokio::spawn(serve_scripted(tcp));
+                counts.accepted.fetch_add(1, Ordering::SeqCst);
+                counts.open.fetch_add(1, Ordering::SeqCst);
+                let open = counts.open.clone();
+                tokio::spawn(async move {
+                    let _ = serve_scripted(tcp).await;
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
             }
         });
-        addr
+        (addr, connections)
     }
 
     async fn serve_scripted(tcp: TcpStream) -> std::io::Result<()> {
@@ -712,6 +761,10 @@ mod tests {
             }
             let request_line = head.lines().next().unwrap_or_default().to_owned();
             if tcp.get_mut().write_all(&scripted_response(&request_line, &head)).await.is_err() {
+                return Ok(());
+            }
+            if request_line.contains(" /then-close ") {
+                // Closed while idle, as a service with a short keep-alive timeout does.
                 return Ok(());
             }
         }
@@ -822,6 +875,108 @@ mod tests {
             let (status, headers, got) = ask(&mut sender, http::Method::GET, "/cl-and-chunked", body).await;
             assert_eq!((status, &got[..]), (StatusCode::OK, &b"hello world"[..]));
             assert!(headers.get(header::CONTENT_LENGTH).is_none(), "{headers:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn bodyless_requests_share_a_kept_alive_connection() {
+        let (addr, connections) = counted_service().await;
+        let upstream = Upstream::new(&format!("http://{addr}")).unwrap();
+        let (mut sender, _conn) = tunnel(upstream).await;
+        for path in ["/", "/empty", "/big", "/", "/empty"] {
+            let (status, _, got) = ask(&mut sender, http::Method::GET, path, b"").await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            match path {
+                "/empty" => assert!(got.is_empty()),
+                "/big" => assert_eq!(got, "0123456789abcdef".repeat(BIG_BODY / 16)),
+                _ => assert!(got.starts_with(b"GET / HTTP/1.1"), "{got:?}"),
+            }
+        }
+        let (status, _, got) = ask(&mut sender, http::Method::HEAD, "/", b"").await;
+        assert_eq!((status, got.len()), (StatusCode::OK, 0));
+        assert_eq!(connections.accepted(), 1, "one after the other, all on one connection");
+
+        // At once, each needs a connection; afterwards they are all kept for reuse.
+        let asks = (0..8).map(|_| {
+            let mut sender = sender.clone();
+            async move { ask(&mut sender, http::Method::GET, "/big", b"").await }
+        });
+        for (status, _, got) in futures_util::future::join_all(asks).await {
+            assert_eq!((status, got.len()), (StatusCode::OK, BIG_BODY));
+        }
+        let accepted = connections.accepted();
+        assert!((2..=8).contains(&accepted), "{accepted}");
+        for _ in 0..8 {
+            assert_eq!(ask(&mut sender, http::Method::GET, "/", b"").await.0, StatusCode::OK);
+        }
+        assert_eq!(connections.accepted(), accepted, "no new connection while idle ones are kept");
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_after_the_idle_timeout() {
+        let (addr, connections) = counted_service().await;
+        let upstream = Upstream::with_idle_timeout(&format!("http://{addr}"), Duration::from_millis(200)).unwrap();
+        let (mut sender, _conn) = tunnel(upstream).await;
+        assert_eq!(ask(&mut sender, http::Method::GET, "/", b"").await.0, StatusCode::OK);
+        assert!(connections.wait_open(1).await);
+        let idle = std::time::Instant::now();
+        assert!(connections.wait_open(0).await, "the idle connection is closed");
+        let waited = idle.elapsed();
+        assert!(waited >= Duration::from_millis(150), "not before the timeout: {waited:?}");
+        // And the next request gets a new connection.
+        assert_eq!(ask(&mut sender, http::Method::GET, "/", b"").await.0, StatusCode::OK);
+        assert_eq!(connections.accepted(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_service_closed_is_not_reused() {
+        let (addr, connections) = counted_service().await;
+        let upstream = Upstream::new(&format!("http://{addr}")).unwrap();
+        let (mut sender, _conn) = tunnel(upstream).await;
+        for round in 1..=3 {
+            let (status, _, got) = ask(&mut sender, http::Method::GET, "/then-close", b"").await;
+            assert_eq!(status, StatusCode::OK, "round {round}: {got:?}");
+            assert!(connections.wait_open(0).await);
+            assert_eq!(connections.accepted(), round);
+        }
+        // Without waiting for the close to arrive first.
+        for round in 4..=10 {
+            let (status, _, got) = ask(&mut sender, http::Method::GET, "/then-close", b"").await;
+            assert_eq!(status, StatusCode::OK, "round {round}: {got:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_response_body_dropped_early_closes_its_connection() {
+        let (addr, connections) = counted_service().await;
+        let upstream = Upstream::new(&format!("http://{addr}")).unwrap();
+        let (mut sender, _conn) = tunnel(upstream).await;
+        let req = Request::get("http://public.example/partial").body(Full::new(Bytes::new())).unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req)).await.unwrap().unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let mut body = resp.into_body();
+        let first = tokio::time::timeout(Duration::from_secs(10), body.frame()).await.unwrap();
+        assert_eq!(first.unwrap().unwrap().into_data().unwrap(), "hello");
+        assert!(connections.wait_open(1).await);
+        drop(body);
+        assert!(connections.wait_open(0).await, "the half-read response's connection is closed");
+        assert_eq!(ask(&mut sender, http::Method::GET, "/", b"").await.0, StatusCode::OK);
+        assert_eq!(connections.accepted(), 2, "and not reused");
+    }
+
+    #[tokio::test]
+    async fn a_service_that_is_down_gets_a_502_naming_it() {
+        let addr = {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            listener.local_addr().unwrap()
+        };
+        let upstream = Upstream::new(&format!("http://{addr}")).unwrap();
+        let (mut sender, _conn) = tunnel(upstream).await;
+        for body in [&b""[..], b"with a body"] {
+            let (status, _, got) = ask(&mut sender, http::Method::GET, "/", body).await;
+            assert_eq!(status, StatusCode::BAD_GATEWAY);
+            let text = String::from_utf8(got.to_vec()).unwrap();
+            assert!(text.contains(&format!("upstream http://{addr}/ failed: cannot connect")), "{text}");
         }
     }
 }
