@@ -210,7 +210,9 @@ impl Upstream {
         if http_body::Body::is_end_stream(req.body()) {
             self.send_pooled(req).await
         } else {
-            self.send_upload(req).await
+            // Boxed: the stream's task (spawned, and moved, per stream) stays the size the
+            // common case needs.
+            Box::pin(self.send_upload(req)).await
         }
     }
 
@@ -230,9 +232,10 @@ impl Upstream {
     /// once the response body has been read to its end.
     async fn send_pooled(&self, mut req: Request<Incoming>) -> Result<Response<BoxBody>, SendError> {
         loop {
-            let (mut conn, reused) = match self.inner.pool.take().await {
+            let (mut conn, reused) = match self.inner.pool.take() {
                 Some(conn) => (conn, true),
-                None => (PooledConn::new(self.dial().await?).await?, false),
+                // Boxed, like the connection: rare, and its future is large.
+                None => (Box::pin(self.connect_pooled()).await?, false),
             };
             let answer = conn.sender.try_send_request(req);
             let mut answer = std::pin::pin!(answer);
@@ -260,6 +263,13 @@ impl Upstream {
                 },
             }
         }
+    }
+
+    /// A new connection for the pool.
+    async fn connect_pooled(&self) -> Result<Box<PooledConn>, SendError> {
+        let tcp = self.dial().await?;
+        let (sender, conn) = h1_builder().handshake(TokioIo::new(tcp)).await?;
+        Ok(Box::new(PooledConn { sender, conn, ended: false }))
     }
 
     /// A request with a body, on a connection of its own (see the module docs).
@@ -295,6 +305,8 @@ fn h1_builder() -> http1::Builder {
 
 /// A kept-alive connection: the handle requests go in by, and the connection itself, which
 /// does the I/O whenever it is polled -- by whoever holds it, never by a task of its own.
+/// Always boxed: it is large (hyper's connection state), and moves between the pool, the
+/// request's future and the response body.
 struct PooledConn {
     sender: http1::SendRequest<Incoming>,
     conn: http1::Connection<TokioIo<TcpStream>, Incoming>,
@@ -303,11 +315,6 @@ struct PooledConn {
 }
 
 impl PooledConn {
-    async fn new(tcp: TcpStream) -> Result<Self, SendError> {
-        let (sender, conn) = h1_builder().handshake(TokioIo::new(tcp)).await?;
-        Ok(PooledConn { sender, conn, ended: false })
-    }
-
     /// Let the connection do what I/O it can; true once it has ended.
     fn poll_conn(&mut self, cx: &mut Context<'_>) -> bool {
         if !self.ended {
@@ -338,7 +345,7 @@ struct Pool {
 }
 
 struct IdleConn {
-    conn: PooledConn,
+    conn: Box<PooledConn>,
     since: Instant,
 }
 
@@ -352,7 +359,7 @@ impl std::fmt::Debug for Pool {
 impl Pool {
     /// The most recently used idle connection that is still usable (most likely to be, and
     /// the others may then time out). Whatever is found closed or too old on the way is dropped.
-    async fn take(&self) -> Option<PooledConn> {
+    fn take(&self) -> Option<Box<PooledConn>> {
         loop {
             let entry = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop_back()?;
             if entry.since.elapsed() >= self.idle_timeout {
@@ -369,7 +376,7 @@ impl Pool {
     }
 
     /// Keep `conn` for a later request, if it can take one.
-    fn put(&self, mut conn: PooledConn, inner: Weak<Inner>) {
+    fn put(&self, mut conn: Box<PooledConn>, inner: Weak<Inner>) {
         if !conn.usable() {
             return;
         }
@@ -413,7 +420,7 @@ async fn reap(inner: Weak<Inner>) {
 /// closes the connection (the rest of the response is unread).
 struct PooledBody {
     body: Incoming,
-    conn: Option<PooledConn>,
+    conn: Option<Box<PooledConn>>,
     pool: Weak<Inner>,
     ended: bool,
 }
