@@ -89,6 +89,8 @@ enum SendError {
     Connect(std::io::Error),
     #[error("connect timed out")]
     ConnectTimeout,
+    #[error("the connection closed before an answer")]
+    Closed,
     #[error("{0}")]
     Http(#[from] hyper::Error),
 }
@@ -254,8 +256,9 @@ impl Upstream {
                     let pool = Arc::downgrade(&self.inner);
                     return Ok(resp.map(|body| body::boxed(PooledBody { body, conn: Some(conn), pool, ended: false })));
                 }
-                // The connection ended without a word (and without an error of its own).
-                Err(None) => return Err(SendError::Connect(std::io::ErrorKind::UnexpectedEof.into())),
+                // The connection ended without handing over an answer or an error (hyper
+                // always does one or the other; this is not left to the header timeout).
+                Err(None) => return Err(SendError::Closed),
                 Err(Some(mut e)) => match e.take_message() {
                     // Not sent at all: the idle connection had just been closed by the service.
                     Some(unsent) if reused => req = unsent,
@@ -890,12 +893,13 @@ mod tests {
         let (addr, connections) = counted_service().await;
         let upstream = Upstream::new(&format!("http://{addr}")).unwrap();
         let (mut sender, _conn) = tunnel(upstream).await;
-        for path in ["/", "/empty", "/big", "/", "/empty"] {
+        for path in ["/", "/empty", "/big", "/cl-and-chunked", "/", "/empty"] {
             let (status, _, got) = ask(&mut sender, http::Method::GET, path, b"").await;
             assert_eq!(status, StatusCode::OK, "{path}");
             match path {
                 "/empty" => assert!(got.is_empty()),
                 "/big" => assert_eq!(got, "0123456789abcdef".repeat(BIG_BODY / 16)),
+                "/cl-and-chunked" => assert_eq!(got, "hello world"),
                 _ => assert!(got.starts_with(b"GET / HTTP/1.1"), "{got:?}"),
             }
         }
