@@ -1,23 +1,35 @@
 //! `--upstream`: forward every stream from the tunnel to a local HTTP service (Jellyfin, Plex,
 //! Nextcloud, …), any method, bodies streamed both ways and never held back.
 //!
-//! Requests without a body use a connection pool. A request with a body gets a connection of
-//! its own, tied to the stream: if the proxy resets the stream (the front-end client went
-//! away mid-upload), the connection is closed, so the service sees the upload end instead of
-//! waiting on a half-sent body forever. Either way the service sees an origin-form request
-//! target (`/path?query`) and the public `Host`, and its response head is bounded
-//! ([`MAX_RESPONSE_HEAD`]) so that it always fits through the tunnel.
+//! Requests without a body use a pool of kept-alive connections ([`POOL_MAX_IDLE`] idle at
+//! most, each closed after [`POOL_IDLE_TIMEOUT`] unused). A pooled connection has no task of
+//! its own: the stream's task, which waits for the answer anyway, drives the connection (writes
+//! the request, reads the response head and then the body as the tunnel takes it), so an
+//! exchange costs no hop to a connection task and back per request, response and body piece.
+//! A request with a body gets a connection of its own, tied to the stream: if the proxy resets
+//! the stream (the front-end client went away mid-upload), the connection is closed, so the
+//! service sees the upload end instead of waiting on a half-sent body forever. Either way the
+//! service sees an origin-form request target (`/path?query`) and the public `Host`, and its
+//! response head is bounded ([`MAX_RESPONSE_HEAD`]) so that it always fits through the tunnel.
 
 use common::body::{self, BoxBody};
 use common::headers::remove_hop_by_hop;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// How long the local service may take to start answering (response headers). Bodies may
 /// stream for as long as they like.
@@ -42,21 +54,32 @@ pub const MAX_RESPONSE_HEADERS: usize = 500;
 /// this size, the tunnel's frame size.
 pub const MAX_RESPONSE_HEAD: usize = 32 * 1024;
 
+/// A pooled connection unused this long is closed (the service may hold resources per
+/// connection; and a service that closes idle connections itself usually does so later).
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Most idle connections kept; one more coming back closes the longest-idle one.
+pub const POOL_MAX_IDLE: usize = 64;
+
 const _: () = assert!(MAX_RESPONSE_HEAD >= 8192, "hyper's smallest read buffer");
 const _: () = assert!(
     MAX_RESPONSE_HEAD + 32 * MAX_RESPONSE_HEADERS < common::tuning::MAX_HEADER_LIST_SIZE as usize,
     "an accepted response head must fit the tunnel's header list limit"
 );
 
-/// A pooled HTTP/1.1 client for one local service.
+/// A client for one local service; clones share its connection pool.
 #[derive(Clone, Debug)]
 pub struct Upstream {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     base: Uri,
-    scheme: Scheme,
     authority: Authority,
-    /// `host:port` to dial for requests with a body.
+    /// `host:port` to dial.
     connect_to: String,
-    client: Client<HttpConnector, Incoming>,
+    pool: Pool,
 }
 
 /// Why the local service could not be asked.
@@ -66,21 +89,16 @@ enum SendError {
     Connect(std::io::Error),
     #[error("connect timed out")]
     ConnectTimeout,
+    #[error("the connection closed before an answer")]
+    Closed,
     #[error("{0}")]
     Http(#[from] hyper::Error),
-    #[error("{}", std::error::Error::source(.0).map(|s| s.to_string()).unwrap_or_else(|| .0.to_string()))]
-    Pooled(#[from] hyper_util::client::legacy::Error),
 }
 
 impl SendError {
     /// The service's response head was over [`MAX_RESPONSE_HEAD`] or [`MAX_RESPONSE_HEADERS`].
     fn head_too_large(&self) -> bool {
-        let hyper_error = match self {
-            SendError::Http(e) => Some(e),
-            SendError::Pooled(e) => std::error::Error::source(e).and_then(|s| s.downcast_ref::<hyper::Error>()),
-            SendError::Connect(_) | SendError::ConnectTimeout => None,
-        };
-        hyper_error.is_some_and(hyper::Error::is_parse_too_large)
+        matches!(self, SendError::Http(e) if e.is_parse_too_large())
     }
 }
 
@@ -98,6 +116,11 @@ pub enum UpstreamUrlError {
 
 impl Upstream {
     pub fn new(url: &str) -> Result<Self, UpstreamUrlError> {
+        Self::with_idle_timeout(url, POOL_IDLE_TIMEOUT)
+    }
+
+    /// [`Upstream::new`] with another idle timeout for pooled connections (tests).
+    fn with_idle_timeout(url: &str, idle_timeout: Duration) -> Result<Self, UpstreamUrlError> {
         let uri: Uri = url.parse().map_err(|e| UpstreamUrlError::Invalid(url.to_owned(), e))?;
         if uri.scheme() != Some(&Scheme::HTTP) {
             return Err(UpstreamUrlError::Scheme(url.to_owned()));
@@ -106,44 +129,40 @@ impl Upstream {
         if uri.path_and_query().is_some_and(|p| p.as_str() != "/" && !p.as_str().is_empty()) {
             return Err(UpstreamUrlError::HasPath(url.to_owned()));
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(common::tuning::HANDSHAKE_TIMEOUT));
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(64)
-            .http1_max_headers(MAX_RESPONSE_HEADERS)
-            .http1_max_buf_size(MAX_RESPONSE_HEAD)
-            .build(connector);
         let connect_to = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
-        Ok(Upstream { base: uri, scheme: Scheme::HTTP, authority, connect_to, client })
+        let pool = Pool { idle: Mutex::new(VecDeque::new()), idle_timeout, reaper_started: AtomicBool::new(false) };
+        Ok(Upstream { inner: Arc::new(Inner { base: uri, authority, connect_to, pool }) })
     }
 
     pub fn url(&self) -> &Uri {
-        &self.base
+        &self.inner.base
     }
 
     /// Forward one request; failures become 502/504 naming the upstream.
     pub async fn handle(&self, req: Request<Incoming>) -> Response<BoxBody> {
         let (mut parts, incoming) = req.into_parts();
-        let public_host = parts.uri.authority().map(|a| a.as_str().to_owned());
-        let path_and_query = parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
-        parts.uri = match Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-        {
+        // The service is asked in origin form (`/path?query`); it sees the public host name in
+        // `Host`, as behind any reverse proxy.
+        let public_host = parts.uri.authority().and_then(|a| HeaderValue::try_from(a.as_str()).ok());
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.scheme = None;
+        uri.authority = None;
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+        }
+        parts.uri = match Uri::from_parts(uri) {
             Ok(uri) => uri,
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("400 bad request: {e}")),
         };
         parts.version = Version::HTTP_11;
         strip_hop_by_hop(&mut parts.headers);
-        // The local service sees the public host name, as behind any reverse proxy.
-        if let Some(host) = public_host.and_then(|h| HeaderValue::try_from(h).ok()) {
+        if let Some(host) = public_host {
             parts.headers.insert(header::HOST, host);
+        } else if !parts.headers.contains_key(header::HOST) {
+            // HTTP/1.1 requires one: the service's own address, then.
+            if let Ok(host) = HeaderValue::try_from(self.inner.authority.as_str()) {
+                parts.headers.insert(header::HOST, host);
+            }
         }
         let req = Request::from_parts(parts, incoming);
         match tokio::time::timeout(RESPONSE_HEADER_TIMEOUT, self.send(req)).await {
@@ -155,16 +174,16 @@ impl Upstream {
             Ok(Err(e)) if e.head_too_large() => self.head_too_large(),
             Ok(Err(e)) => {
                 let cause = e.to_string();
-                tracing::warn!(upstream = %self.base, error = %cause, "upstream request failed");
-                error(StatusCode::BAD_GATEWAY, format!("502 bad gateway: upstream {} failed: {cause}", self.base))
+                tracing::warn!(upstream = %self.inner.base, error = %cause, "upstream request failed");
+                error(StatusCode::BAD_GATEWAY, format!("502 bad gateway: upstream {} failed: {cause}", self.inner.base))
             }
             Err(_) => {
-                tracing::warn!(upstream = %self.base, timeout = ?RESPONSE_HEADER_TIMEOUT, "upstream did not answer in time");
+                tracing::warn!(upstream = %self.inner.base, timeout = ?RESPONSE_HEADER_TIMEOUT, "upstream did not answer in time");
                 error(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!(
                         "504 gateway timeout: upstream {} did not answer within {RESPONSE_HEADER_TIMEOUT:?}",
-                        self.base
+                        self.inner.base
                     ),
                 )
             }
@@ -176,49 +195,95 @@ impl Upstream {
     /// The 502 for a response head over [`MAX_RESPONSE_HEAD`] or [`MAX_RESPONSE_HEADERS`]. The
     /// response (if any) is dropped unread, and its connection with it.
     fn head_too_large(&self) -> Response<BoxBody> {
-        tracing::warn!(upstream = %self.base, limit = MAX_RESPONSE_HEAD, "upstream response head too large");
+        tracing::warn!(upstream = %self.inner.base, limit = MAX_RESPONSE_HEAD, "upstream response head too large");
         error(
             StatusCode::BAD_GATEWAY,
             format!(
                 "502 bad gateway: upstream response head is larger than {} KiB or has more than \
                  {MAX_RESPONSE_HEADERS} header lines (upstream {})",
                 MAX_RESPONSE_HEAD / 1024,
-                self.base
+                self.inner.base
             ),
         )
     }
 
-    /// `req` has an absolute URI (the pooled client wants one and sends origin-form itself).
-    async fn send(&self, mut req: Request<Incoming>) -> Result<Response<BoxBody>, SendError> {
+    /// `req` is in origin form, with its `Host`.
+    async fn send(&self, req: Request<Incoming>) -> Result<Response<BoxBody>, SendError> {
         if http_body::Body::is_end_stream(req.body()) {
-            return Ok(self.client.request(req).await?.map(body::boxed));
+            self.send_pooled(req).await
+        } else {
+            // Boxed: the stream's task (spawned, and moved, per stream) stays the size the
+            // common case needs.
+            Box::pin(self.send_upload(req)).await
         }
-        // A connection of our own writes the target as given: make it origin-form, and name the
-        // host in the header (the pooled client does both by itself).
-        let origin_form = req.uri().path_and_query().map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone()));
-        *req.uri_mut() = origin_form;
-        if !req.headers().contains_key(header::HOST) {
-            if let Ok(host) = HeaderValue::try_from(self.authority.as_str()) {
-                req.headers_mut().insert(header::HOST, host);
-            }
-        }
-        let connect = tokio::net::TcpStream::connect(self.connect_to.as_str());
+    }
+
+    /// A TCP connection to the service, within the handshake timeout.
+    async fn dial(&self) -> Result<TcpStream, SendError> {
+        let connect = TcpStream::connect(self.inner.connect_to.as_str());
         let tcp = match tokio::time::timeout(common::tuning::HANDSHAKE_TIMEOUT, connect).await {
             Ok(Ok(tcp)) => tcp,
             Ok(Err(e)) => return Err(SendError::Connect(e)),
             Err(_) => return Err(SendError::ConnectTimeout),
         };
         let _ = tcp.set_nodelay(true);
+        Ok(tcp)
+    }
+
+    /// Send over an idle pooled connection or a new one; the connection goes back to the pool
+    /// once the response body has been read to its end.
+    async fn send_pooled(&self, mut req: Request<Incoming>) -> Result<Response<BoxBody>, SendError> {
+        loop {
+            let (mut conn, reused) = match self.inner.pool.take() {
+                Some(conn) => (conn, true),
+                // Boxed, like the connection: rare, and its future is large.
+                None => (Box::pin(self.connect_pooled()).await?, false),
+            };
+            let answer = conn.sender.try_send_request(req);
+            let mut answer = std::pin::pin!(answer);
+            let answered = std::future::poll_fn(|cx| {
+                // The connection first: it writes the request and reads the answer into `answer`.
+                let ended = conn.poll_conn(cx);
+                match answer.as_mut().poll(cx) {
+                    Poll::Pending if ended => Poll::Ready(Err(None)),
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(r) => Poll::Ready(r.map_err(Some)),
+                }
+            })
+            .await;
+            match answered {
+                Ok(resp) => {
+                    let pool = Arc::downgrade(&self.inner);
+                    return Ok(resp.map(|body| body::boxed(PooledBody { body, conn: Some(conn), pool, ended: false })));
+                }
+                // The connection ended without handing over an answer or an error (hyper
+                // always does one or the other; this is not left to the header timeout).
+                Err(None) => return Err(SendError::Closed),
+                Err(Some(mut e)) => match e.take_message() {
+                    // Not sent at all: the idle connection had just been closed by the service.
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(e.into_error().into()),
+                },
+            }
+        }
+    }
+
+    /// A new connection for the pool.
+    async fn connect_pooled(&self) -> Result<Box<PooledConn>, SendError> {
+        let tcp = self.dial().await?;
+        let (sender, conn) = h1_builder().handshake(TokioIo::new(tcp)).await?;
+        Ok(Box::new(PooledConn { sender, conn, ended: false }))
+    }
+
+    /// A request with a body, on a connection of its own (see the module docs).
+    async fn send_upload(&self, req: Request<Incoming>) -> Result<Response<BoxBody>, SendError> {
+        let tcp = self.dial().await?;
         // A second handle on the socket, to reset it if the stream is abandoned (see below).
         let (tcp, handle) = match tcp.into_std().and_then(|std| Ok((std.try_clone()?, std))) {
-            Ok((std, handle)) => (tokio::net::TcpStream::from_std(std).map_err(SendError::Connect)?, handle),
+            Ok((std, handle)) => (TcpStream::from_std(std).map_err(SendError::Connect)?, handle),
             Err(e) => return Err(SendError::Connect(e)),
         };
-        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-            .max_headers(MAX_RESPONSE_HEADERS)
-            .max_buf_size(MAX_RESPONSE_HEAD)
-            .handshake(TokioIo::new(tcp))
-            .await?;
+        let (mut sender, conn) = h1_builder().handshake(TokioIo::new(tcp)).await?;
         // Owned by this future until the answer comes, then by the response body.
         let conn = UploadConnection {
             task: tokio::spawn(async move {
@@ -231,6 +296,208 @@ impl Upstream {
         };
         let resp = sender.send_request(req).await?;
         Ok(resp.map(|body| body::boxed(WithConnection { body, conn })))
+    }
+}
+
+/// HTTP/1.1 to the service, with the response head bounded.
+fn h1_builder() -> http1::Builder {
+    let mut builder = http1::Builder::new();
+    builder.max_headers(MAX_RESPONSE_HEADERS).max_buf_size(MAX_RESPONSE_HEAD);
+    builder
+}
+
+/// A kept-alive connection: the handle requests go in by, and the connection itself, which
+/// does the I/O whenever it is polled -- by whoever holds it, never by a task of its own.
+/// Always boxed: it is large (hyper's connection state), and moves between the pool, the
+/// request's future and the response body.
+struct PooledConn {
+    sender: http1::SendRequest<Incoming>,
+    conn: http1::Connection<TokioIo<TcpStream>, Incoming>,
+    /// The connection future has completed (closed or failed); it must not be polled again.
+    ended: bool,
+}
+
+impl PooledConn {
+    /// Let the connection do what I/O it can; true once it has ended.
+    fn poll_conn(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.ended {
+            if let Poll::Ready(result) = Pin::new(&mut self.conn).poll(cx) {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "upstream connection ended");
+                }
+                self.ended = true;
+            }
+        }
+        self.ended
+    }
+
+    /// Can take a request now. Polls once without a waker to register: an idle connection
+    /// notices here that the service closed it (it reads EOF); when nothing happened on the
+    /// socket this costs no system call.
+    fn usable(&mut self) -> bool {
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        !self.poll_conn(&mut cx) && self.sender.is_ready()
+    }
+}
+
+/// Idle connections, the most recently used last.
+struct Pool {
+    idle: Mutex<VecDeque<IdleConn>>,
+    idle_timeout: Duration,
+    reaper_started: AtomicBool,
+}
+
+struct IdleConn {
+    conn: Box<PooledConn>,
+    since: Instant,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner).len();
+        f.debug_struct("Pool").field("idle", &idle).field("idle_timeout", &self.idle_timeout).finish()
+    }
+}
+
+impl Pool {
+    /// The most recently used idle connection that is still usable (most likely to be, and
+    /// the others may then time out). Whatever is found closed or too old on the way is dropped.
+    fn take(&self) -> Option<Box<PooledConn>> {
+        loop {
+            let entry = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop_back()?;
+            if entry.since.elapsed() >= self.idle_timeout {
+                // The others have been idle longer still.
+                let stale = std::mem::take(&mut *self.idle.lock().unwrap_or_else(PoisonError::into_inner));
+                drop(stale);
+                return None;
+            }
+            let mut conn = entry.conn;
+            if conn.usable() {
+                return Some(conn);
+            }
+        }
+    }
+
+    /// Keep `conn` for a later request, if it can take one.
+    fn put(&self, mut conn: Box<PooledConn>, inner: Weak<Inner>) {
+        if !conn.usable() {
+            return;
+        }
+        let evicted = {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            let evicted = if idle.len() >= POOL_MAX_IDLE { idle.pop_front() } else { None };
+            idle.push_back(IdleConn { conn, since: Instant::now() });
+            evicted
+        };
+        drop(evicted);
+        if !self.reaper_started.swap(true, Ordering::Relaxed) {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(reap(inner))),
+                Err(_) => self.reaper_started.store(false, Ordering::Relaxed),
+            }
+        }
+    }
+
+    /// Close idle connections that timed out or that the service closed.
+    fn reap(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        idle.retain_mut(|entry| entry.since.elapsed() < self.idle_timeout && entry.conn.usable());
+    }
+}
+
+/// Runs while the [`Upstream`] exists: nobody polls an idle connection, so this closes those
+/// past the idle timeout, and those the service closed, a few times per timeout.
+async fn reap(inner: Weak<Inner>) {
+    loop {
+        let Some(period) = inner.upgrade().map(|i| i.pool.idle_timeout / 4) else { return };
+        tokio::time::sleep(period).await;
+        match inner.upgrade() {
+            Some(inner) => inner.pool.reap(),
+            None => return,
+        }
+    }
+}
+
+/// A response body read over a pooled connection: polling it drives the connection, and once
+/// it has been read to its end the connection goes back to the pool. Dropped before that, it
+/// closes the connection (the rest of the response is unread).
+struct PooledBody {
+    body: Incoming,
+    conn: Option<Box<PooledConn>>,
+    pool: Weak<Inner>,
+    ended: bool,
+}
+
+impl PooledBody {
+    fn release(&mut self) {
+        if let (Some(conn), Some(inner)) = (self.conn.take(), self.pool.upgrade()) {
+            inner.pool.put(conn, self.pool.clone());
+        }
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // hyper stops polling a body that says it is at its end (its last frame carried the
+        // end of the stream, or it had none).
+        if self.ended || self.body.is_end_stream() {
+            self.release();
+        }
+    }
+}
+
+impl http_body::Body for PooledBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let mut drove = false;
+        loop {
+            match Pin::new(&mut this.body).poll_frame(cx) {
+                Poll::Ready(None) => {
+                    this.ended = true;
+                    this.release();
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    if this.body.is_end_stream() {
+                        this.ended = true;
+                        this.release();
+                    }
+                    return Poll::Ready(Some(Ok(frame)));
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Pending if drove => return Poll::Pending,
+                Poll::Pending => {}
+            }
+            // Only the connection feeds the body: let it read (it registers for the socket,
+            // and the body for what the connection sends it), then look at the body again.
+            match this.conn.as_mut() {
+                Some(conn) => {
+                    if conn.poll_conn(cx) {
+                        // Ended: dropping it ends the body (with an error if it was cut short).
+                        this.conn = None;
+                    }
+                }
+                None => return Poll::Pending,
+            }
+            drove = true;
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -314,6 +581,7 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioExecutor;
     use std::convert::Infallible;
     use std::net::SocketAddr;
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -399,24 +667,73 @@ mod tests {
                     5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
                     .to_vec();
             }
+            "/empty" => String::new(),
+            "/big" => "0123456789abcdef".repeat(BIG_BODY / 16),
+            "/partial" => {
+                // Half the body, then nothing (the connection stays open).
+                return b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello".to_vec();
+            }
             _ => head.to_owned(),
         };
-        out.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
+        out.push_str(&format!("content-length: {}\r\n\r\n", body.len()));
+        if !request_line.starts_with("HEAD ") {
+            out.push_str(&body);
+        }
         out.into_bytes()
+    }
+
+    /// Size of the `/big` response body: several reads and DATA frames.
+    const BIG_BODY: usize = 200 * 1024;
+
+    /// Connections a [`scripted_service`] accepted, and how many of them are still open.
+    #[derive(Clone, Default)]
+    struct Connections {
+        accepted: Arc<std::sync::atomic::AtomicUsize>,
+        open: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Connections {
+        fn accepted(&self) -> usize {
+            self.accepted.load(Ordering::SeqCst)
+        }
+
+        /// Wait (up to 5 s) until `open` connections are open; false if that never happens.
+        async fn wait_open(&self, open: usize) -> bool {
+            for _ in 0..500 {
+                if self.open.load(Ordering::SeqCst) == open {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            false
+        }
     }
 
     /// A local service speaking raw HTTP/1.1 (so it can misbehave), several requests per
     /// connection: it reads each request (Content-Length or chunked body) and answers with
     /// [`scripted_response`]; by default the body is the request head exactly as received.
     async fn scripted_service() -> SocketAddr {
+        counted_service().await.0
+    }
+
+    /// [`scripted_service`], counting its connections.
+    async fn counted_service() -> (SocketAddr, Connections) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let connections = Connections::default();
+        let counts = connections.clone();
         tokio::spawn(async move {
             while let Ok((tcp, _)) = listener.accept().await {
-                tokio::spawn(serve_scripted(tcp));
+                counts.accepted.fetch_add(1, Ordering::SeqCst);
+                counts.open.fetch_add(1, Ordering::SeqCst);
+                let open = counts.open.clone();
+                tokio::spawn(async move {
+                    let _ = serve_scripted(tcp).await;
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
             }
         });
-        addr
+        (addr, connections)
     }
 
     async fn serve_scripted(tcp: TcpStream) -> std::io::Result<()> {
@@ -454,6 +771,10 @@ mod tests {
             }
             let request_line = head.lines().next().unwrap_or_default().to_owned();
             if tcp.get_mut().write_all(&scripted_response(&request_line, &head)).await.is_err() {
+                return Ok(());
+            }
+            if request_line.contains(" /then-close ") {
+                // Closed while idle, as a service with a short keep-alive timeout does.
                 return Ok(());
             }
         }
@@ -564,6 +885,109 @@ mod tests {
             let (status, headers, got) = ask(&mut sender, http::Method::GET, "/cl-and-chunked", body).await;
             assert_eq!((status, &got[..]), (StatusCode::OK, &b"hello world"[..]));
             assert!(headers.get(header::CONTENT_LENGTH).is_none(), "{headers:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn bodyless_requests_share_a_kept_alive_connection() {
+        let (addr, connections) = counted_service().await;
+        let upstream = Upstream::new(&format!("http://{addr}")).unwrap();
+        let (mut sender, _conn) = tunnel(upstream).await;
+        for path in ["/", "/empty", "/big", "/cl-and-chunked", "/", "/empty"] {
+            let (status, _, got) = ask(&mut sender, http::Method::GET, path, b"").await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            match path {
+                "/empty" => assert!(got.is_empty()),
+                "/big" => assert_eq!(got, "0123456789abcdef".repeat(BIG_BODY / 16)),
+                "/cl-and-chunked" => assert_eq!(got, "hello world"),
+                _ => assert!(got.starts_with(b"GET / HTTP/1.1"), "{got:?}"),
+            }
+        }
+        let (status, _, got) = ask(&mut sender, http::Method::HEAD, "/", b"").await;
+        assert_eq!((status, got.len()), (StatusCode::OK, 0));
+        assert_eq!(connections.accepted(), 1, "one after the other, all on one connection");
+
+        // At once, each needs a connection; afterwards they are all kept for reuse.
+        let asks = (0..8).map(|_| {
+            let mut sender = sender.clone();
+            async move { ask(&mut sender, http::Method::GET, "/big", b"").await }
+        });
+        for (status, _, got) in futures_util::future::join_all(asks).await {
+            assert_eq!((status, got.len()), (StatusCode::OK, BIG_BODY));
+        }
+        let accepted = connections.accepted();
+        assert!((2..=8).contains(&accepted), "{accepted}");
+        for _ in 0..8 {
+            assert_eq!(ask(&mut sender, http::Method::GET, "/", b"").await.0, StatusCode::OK);
+        }
+        assert_eq!(connections.accepted(), accepted, "no new connection while idle ones are kept");
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed_after_the_idle_timeout() {
+        let (addr, connections) = counted_service().await;
+        let upstream = Upstream::with_idle_timeout(&format!("http://{addr}"), Duration::from_millis(200)).unwrap();
+        let (mut sender, _conn) = tunnel(upstream).await;
+        assert_eq!(ask(&mut sender, http::Method::GET, "/", b"").await.0, StatusCode::OK);
+        assert!(connections.wait_open(1).await);
+        let idle = std::time::Instant::now();
+        assert!(connections.wait_open(0).await, "the idle connection is closed");
+        let waited = idle.elapsed();
+        assert!(waited >= Duration::from_millis(150), "not before the timeout: {waited:?}");
+        // And the next request gets a new connection.
+        assert_eq!(ask(&mut sender, http::Method::GET, "/", b"").await.0, StatusCode::OK);
+        assert_eq!(connections.accepted(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_service_closed_is_not_reused() {
+        let (addr, connections) = counted_service().await;
+        let upstream = Upstream::new(&format!("http://{addr}")).unwrap();
+        let (mut sender, _conn) = tunnel(upstream).await;
+        for round in 1..=3 {
+            let (status, _, got) = ask(&mut sender, http::Method::GET, "/then-close", b"").await;
+            assert_eq!(status, StatusCode::OK, "round {round}: {got:?}");
+            assert!(connections.wait_open(0).await);
+            assert_eq!(connections.accepted(), round);
+        }
+        // Without waiting for the close to arrive first.
+        for round in 4..=10 {
+            let (status, _, got) = ask(&mut sender, http::Method::GET, "/then-close", b"").await;
+            assert_eq!(status, StatusCode::OK, "round {round}: {got:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_response_body_dropped_early_closes_its_connection() {
+        let (addr, connections) = counted_service().await;
+        let upstream = Upstream::new(&format!("http://{addr}")).unwrap();
+        let (mut sender, _conn) = tunnel(upstream).await;
+        let req = Request::get("http://public.example/partial").body(Full::new(Bytes::new())).unwrap();
+        let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req)).await.unwrap().unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let mut body = resp.into_body();
+        let first = tokio::time::timeout(Duration::from_secs(10), body.frame()).await.unwrap();
+        assert_eq!(first.unwrap().unwrap().into_data().unwrap(), "hello");
+        assert!(connections.wait_open(1).await);
+        drop(body);
+        assert!(connections.wait_open(0).await, "the half-read response's connection is closed");
+        assert_eq!(ask(&mut sender, http::Method::GET, "/", b"").await.0, StatusCode::OK);
+        assert_eq!(connections.accepted(), 2, "and not reused");
+    }
+
+    #[tokio::test]
+    async fn a_service_that_is_down_gets_a_502_naming_it() {
+        let addr = {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            listener.local_addr().unwrap()
+        };
+        let upstream = Upstream::new(&format!("http://{addr}")).unwrap();
+        let (mut sender, _conn) = tunnel(upstream).await;
+        for body in [&b""[..], b"with a body"] {
+            let (status, _, got) = ask(&mut sender, http::Method::GET, "/", body).await;
+            assert_eq!(status, StatusCode::BAD_GATEWAY);
+            let text = String::from_utf8(got.to_vec()).unwrap();
+            assert!(text.contains(&format!("upstream http://{addr}/ failed: cannot connect")), "{text}");
         }
     }
 }
