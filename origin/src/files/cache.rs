@@ -1,18 +1,22 @@
 //! Small files (up to 64 KiB) kept in memory for a moment, like nginx's `open_file_cache`: a
 //! hot thumbnail or subtitle is answered with no trip to the blocking pool and no system call.
 //! An entry is trusted for [`FRESH_FOR`]; after that the next request re-reads the file on the
-//! blocking pool (which also re-checks that it is still beneath the root).
+//! blocking pool (which also re-checks that it is still beneath the root). Only that one: the
+//! requests that come meanwhile are still answered from the entry, for up to another
+//! [`FRESH_FOR`], so 64 clients of one file cause one re-read a second, not 64 blocking
+//! threads at once.
 
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::Representation;
 
 /// How long a cached small file is served without looking at the disk again. A changed or
-/// deleted small file is noticed at most this late.
+/// deleted small file is noticed at most twice this late (see the module docs).
 pub(crate) const FRESH_FOR: Duration = Duration::from_secs(1);
 /// Bounds on what the cache holds; past them, stale entries go first, then everything.
 const MAX_ENTRIES: usize = 4096;
@@ -24,15 +28,24 @@ pub(crate) struct Cached {
     pub(crate) rep: Representation,
     pub(crate) data: Bytes,
     read_at: Instant,
+    /// A request has gone to re-read the file since the entry went stale.
+    refreshing: AtomicBool,
 }
 
 impl Cached {
     pub(crate) fn new(rep: Representation, data: Bytes) -> Self {
-        Cached { rep, data, read_at: Instant::now() }
+        Cached { rep, data, read_at: Instant::now(), refreshing: AtomicBool::new(false) }
     }
 
     fn is_fresh(&self, now: Instant) -> bool {
         now.duration_since(self.read_at) < FRESH_FOR
+    }
+
+    /// Whether to answer from this entry: while fresh, and once stale, for everybody but the
+    /// first to ask (who re-reads the file) until it is twice [`FRESH_FOR`] old.
+    fn usable(&self, now: Instant) -> bool {
+        let age = now.duration_since(self.read_at);
+        age < FRESH_FOR || (age < 2 * FRESH_FOR && self.refreshing.swap(true, Ordering::Relaxed))
     }
 }
 
@@ -48,10 +61,11 @@ struct Inner {
 }
 
 impl SmallFiles {
-    /// The cached file at `rel`, if it was read less than [`FRESH_FOR`] ago.
+    /// The cached file at `rel`, if it may be answered from (see [`Cached::usable`]); `None`
+    /// sends this request to the disk.
     pub(crate) fn fresh(&self, rel: &Path) -> Option<Arc<Cached>> {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.map.get(rel).filter(|c| c.is_fresh(Instant::now())).cloned()
+        inner.map.get(rel).filter(|c| c.usable(Instant::now())).cloned()
     }
 
     pub(crate) fn insert(&self, rel: &Path, entry: Arc<Cached>) {
@@ -112,5 +126,16 @@ mod tests {
         assert_eq!(cache.len_and_bytes(), (1, 30));
         assert!(cache.fresh(Path::new("a")).is_some());
         assert!(cache.fresh(Path::new("b")).is_none());
+    }
+
+    #[test]
+    fn a_stale_entry_sends_one_request_to_the_disk_and_answers_the_rest_for_a_while() {
+        let e = entry(10);
+        let t0 = e.read_at;
+        assert!(e.usable(t0) && e.usable(t0 + FRESH_FOR / 2), "fresh");
+        let stale = t0 + FRESH_FOR + Duration::from_millis(10);
+        assert!(!e.usable(stale), "the first after it went stale re-reads the file");
+        assert!(e.usable(stale) && e.usable(stale), "the others are answered meanwhile");
+        assert!(!e.usable(t0 + 2 * FRESH_FOR), "but never past twice its freshness");
     }
 }
