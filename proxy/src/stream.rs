@@ -196,3 +196,37 @@ pub async fn keepalive(mut pings: h2::PingPong, interval: Duration, timeout: Dur
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn keepalive_gives_up_on_an_origin_that_never_answers() {
+        // The far end of the pipe is held open but never read: a tunnel whose origin froze.
+        let (client_io, _frozen) = tokio::io::duplex(64 * 1024);
+        let (_sender, mut conn) = common::tunnel::client_builder().handshake::<_, Bytes>(client_io).await.unwrap();
+        let pings = conn.ping_pong().unwrap();
+        let keepalive = keepalive(pings, Duration::from_secs(5), Duration::from_secs(5));
+        let started = tokio::time::Instant::now();
+        let gave_up = tokio::select! {
+            e = keepalive => Some(e),
+            _ = &mut conn => None,
+        };
+        assert!(matches!(gave_up, Some(KeepaliveError::Timeout(_))), "{gave_up:?}");
+        assert_eq!(started.elapsed(), Duration::from_secs(10), "one interval, then the timeout");
+    }
+
+    #[test]
+    fn copied_heads_keep_everything_sent() {
+        let head = Request::post("http://origin/upload?x=1")
+            .header("x-forwarded-for", "192.0.2.1")
+            .header("content-length", "5")
+            .body(())
+            .unwrap();
+        let copy = copy_head(&head);
+        assert_eq!((copy.method(), copy.uri(), copy.version()), (head.method(), head.uri(), head.version()));
+        assert_eq!(copy.headers(), head.headers());
+    }
+}
