@@ -13,6 +13,7 @@ pub mod certs;
 pub mod cli;
 pub mod headers;
 pub mod logging;
+pub mod memory;
 pub mod protocol;
 pub mod ratelimit;
 pub mod runtime;

@@ -27,9 +27,15 @@ pub const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 /// token): c keeps trying, so a fix on the proxy's side is picked up, but slowly and at ERROR.
 pub const MAX_BACKOFF_NEEDS_A_PERSON: Duration = Duration::from_secs(300);
 
+/// What the origin keeps only to be faster, dropped after a burst (`common::memory`).
+pub fn release_kept_memory() {
+    files::release_kept_buffers();
+}
+
 impl App {
     /// Answer one stream from the tunnel.
     pub async fn handle(&self, mut req: Request<Incoming>) -> Response<BoxBody> {
+        common::memory::worked();
         // A route may name one of this origin's services; today it has one, the default.
         if let Some(service) = req.headers_mut().remove(common::protocol::SERVICE_HEADER) {
             if service.as_bytes() != common::protocol::DEFAULT_SERVICE.as_bytes() {

@@ -50,6 +50,8 @@ async fn async_main(cli: Cli) -> i32 {
         common::shutdown::signal().await;
         stop.cancel();
     });
+    // After a burst, drop the kept file-chunk buffers and give the heap's free pages back.
+    tokio::spawn(common::memory::release_when_quiet(origin::release_kept_memory));
     match origin::run(settings, shutdown).await {
         Ok(()) => {
             tracing::info!("origin stopped");

@@ -464,6 +464,7 @@ impl http_body::Body for PooledBody {
                     return Poll::Ready(None);
                 }
                 Poll::Ready(Some(Ok(frame))) => {
+                    common::memory::worked();
                     if this.body.is_end_stream() {
                         this.ended = true;
                         this.release();

@@ -187,6 +187,7 @@ pub async fn handle(
     conn: &FrontendConn,
     activity: Arc<ConnActivity>,
 ) -> Response<BoxBody> {
+    common::memory::worked();
     // Dropped with this future if the client leaves first: the record then logs that.
     let mut record = Record::begin(&req, conn.peer);
     let resp = match dispatch(proxy, req, conn, activity, &mut record.served).await {

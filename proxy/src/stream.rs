@@ -145,6 +145,7 @@ impl Body for OriginBody {
         if !self.data_done {
             match ready!(self.recv.poll_data(cx)) {
                 Some(Ok(data)) => {
+                    common::memory::worked();
                     let _ = self.recv.flow_control().release_capacity(data.len());
                     if let Some(left) = self.remaining.as_mut() {
                         *left = left.saturating_sub(data.len() as u64);

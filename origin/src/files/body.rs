@@ -288,7 +288,41 @@ pub(crate) mod pool {
     pub(crate) const PATIENCE: std::time::Duration = std::time::Duration::from_millis(50);
 
     static IN_USE: Semaphore = Semaphore::const_new(MAX_IN_USE);
-    static FREE: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    static FREE: Kept = Kept(Mutex::new(Vec::new()));
+
+    /// Free buffers kept for reuse, at most [`KEPT`] of them.
+    pub(crate) struct Kept(Mutex<Vec<Vec<u8>>>);
+
+    impl Kept {
+        fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Vec<u8>>> {
+            self.0.lock().unwrap_or_else(|p| p.into_inner())
+        }
+
+        /// A kept buffer (holding old data), or a new zeroed one.
+        pub(crate) fn take(&self) -> Vec<u8> {
+            self.lock().pop().unwrap_or_else(|| vec![0u8; CHUNK as usize])
+        }
+
+        /// Keep `buf` if it is a whole chunk and fewer than [`KEPT`] are kept; else free it.
+        pub(crate) fn give_back(&self, buf: Vec<u8>) {
+            if buf.len() == CHUNK as usize {
+                let mut free = self.lock();
+                if free.len() < KEPT {
+                    free.push(buf);
+                }
+            }
+        }
+
+        /// Free every kept buffer.
+        pub(crate) fn release(&self) {
+            drop(std::mem::take(&mut *self.lock()));
+        }
+
+        #[cfg(test)]
+        pub(crate) fn len(&self) -> usize {
+            self.lock().len()
+        }
+    }
 
     /// A buffer of [`CHUNK`] bytes, counted against [`MAX_IN_USE`] (unless it is a stream's
     /// owed one, see [`PATIENCE`]) and against its stream's live chunks until it is dropped.
@@ -302,9 +336,8 @@ pub(crate) mod pool {
         /// A returned buffer (holding old file data, always overwritten before any of it is
         /// handed out) or a new zeroed one.
         pub(crate) fn new(permit: Option<SemaphorePermit<'static>>, live: &Arc<()>) -> Buffer {
-            let reused = FREE.lock().unwrap_or_else(|p| p.into_inner()).pop();
-            let buf = reused.unwrap_or_else(|| vec![0u8; CHUNK as usize]);
-            Buffer { buf, _permit: permit, _live: Arc::clone(live) }
+            common::memory::worked();
+            Buffer { buf: FREE.take(), _permit: permit, _live: Arc::clone(live) }
         }
 
         pub(crate) fn bytes(&mut self) -> &mut [u8] {
@@ -319,19 +352,19 @@ pub(crate) mod pool {
 
     impl Drop for Buffer {
         fn drop(&mut self) {
-            let buf = std::mem::take(&mut self.buf);
-            if buf.len() == CHUNK as usize {
-                let mut free = FREE.lock().unwrap_or_else(|p| p.into_inner());
-                if free.len() < KEPT {
-                    free.push(buf);
-                }
-            }
+            FREE.give_back(std::mem::take(&mut self.buf));
         }
     }
 
     /// A buffer now for the stream `live` stands for, if fewer than [`MAX_IN_USE`] are in use.
     pub(crate) fn try_take(live: &Arc<()>) -> Option<Buffer> {
         IN_USE.try_acquire().ok().map(|permit| Buffer::new(Some(permit), live))
+    }
+
+    /// Free the buffers kept for reuse (once downloads have gone quiet: see
+    /// `common::memory`); buffers still in use come back as usual.
+    pub(crate) fn release_kept() {
+        FREE.release();
     }
 
     /// Wait for a buffer to be free (then [`Buffer::new`] with the permit).
@@ -342,7 +375,26 @@ pub(crate) mod pool {
     /// Free buffers kept (for tests).
     #[cfg(test)]
     pub(crate) fn kept() -> usize {
-        FREE.lock().unwrap_or_else(|p| p.into_inner()).len()
+        FREE.len()
+    }
+
+    #[test]
+    fn kept_buffers_are_reused_bounded_and_released() {
+        let kept = Kept(Mutex::new(Vec::new()));
+        let mut first = kept.take();
+        assert_eq!(first.len(), CHUNK as usize);
+        first[0] = 42;
+        kept.give_back(first);
+        assert_eq!(kept.take()[0], 42, "the kept buffer comes back");
+        kept.give_back(vec![0u8; 10]);
+        assert_eq!(kept.len(), 0, "a buffer of another size is not kept");
+        for _ in 0..KEPT + 5 {
+            kept.give_back(vec![0u8; CHUNK as usize]);
+        }
+        assert_eq!(kept.len(), KEPT);
+        kept.release();
+        assert_eq!(kept.len(), 0);
+        assert_eq!(kept.take().len(), CHUNK as usize, "a new one after the release");
     }
 
     /// Buffers that may still be taken (for tests).

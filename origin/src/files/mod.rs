@@ -35,6 +35,11 @@ use tokio::sync::Semaphore;
 use tracing::warn;
 
 use self::body::FileBody;
+
+/// Free the file-chunk buffers kept for reuse between downloads (see `common::memory`).
+pub fn release_kept_buffers() {
+    body::pool::release_kept();
+}
 use self::cache::{Cached, SmallFiles};
 use self::conditional::{Conditions, Verdict};
 use self::listing::ListError;
