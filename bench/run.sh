@@ -779,16 +779,17 @@ measure_downloads() {
     "${R[cpuend:$path:$round]}" "${R[busy:$path:$round]}"
 }
 
-# Peak RSS of each path's ends, by phase: VmHWM is reset (clear_refs) before the small
-# requests and before the downloads, and read after each; the maximum over the rounds counts.
+# Peak RSS of each path's ends, by phase: a path's VmHWM is reset (clear_refs) just before
+# its own first small-request row and just before its own downloads, and read after each
+# phase; the maximum over the rounds counts. What a path still holds from its previous phase
+# counts (the reset only lowers the mark to the current RSS), but it is read after the same
+# quiet time for every path (the other paths' rows), not at once for the last path only.
 HWM_RESET=1
 reset_ends_hwm() {
-  local path pids
-  for path in "${PATHS[@]}"; do
-    path_on "$path" || continue
-    mapfile -t pids < <(path_pids "$path" 0)
-    reset_hwm "${pids[@]}" || HWM_RESET=0
-  done
+  local path=$1 pids
+  path_on "$path" || return 0
+  mapfile -t pids < <(path_pids "$path" 0)
+  reset_hwm "${pids[@]}" || HWM_RESET=0
 }
 # read_ends_hwm PHASE: R[rss.PHASE:PATH] = max(previous, current VmHWM of the ends), KiB,
 # and R[rss.PHASE.parts:PATH] = "a + b" in MiB for the two ends.
@@ -823,13 +824,17 @@ fi
 # and each ratio is to direct in the same round.
 T_START=$SECONDS
 for ((round = 1; round <= ROUNDS; round++)); do
-  reset_ends_hwm
   for row in k1 k1c1 k64; do
-    for path in "${PATHS[@]}"; do measure_wrk "$row" "$path" "$round"; done
+    for path in "${PATHS[@]}"; do
+      [ "$row" = k1 ] && reset_ends_hwm "$path"
+      measure_wrk "$row" "$path" "$round"
+    done
   done
   read_ends_hwm small
-  reset_ends_hwm
-  for path in "${PATHS[@]}"; do measure_downloads "$path" "$round"; done
+  for path in "${PATHS[@]}"; do
+    reset_ends_hwm "$path"
+    measure_downloads "$path" "$round"
+  done
   read_ends_hwm dl
 done
 for path in "${PATHS[@]}"; do path_ready "$path" "after the last test" || true; done
