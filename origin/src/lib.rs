@@ -27,12 +27,16 @@ pub const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 /// token): c keeps trying, so a fix on the proxy's side is picked up, but slowly and at ERROR.
 pub const MAX_BACKOFF_NEEDS_A_PERSON: Duration = Duration::from_secs(300);
 
-/// What the origin keeps only to be faster, dropped after a burst (`common::memory`).
-pub fn release_kept_memory() {
-    files::release_kept_buffers();
-}
-
 impl App {
+    /// Drop what the origin keeps only to be faster once a burst is over (`common::memory`):
+    /// the kept file-chunk buffers and the small files no request may be answered from.
+    pub fn release_kept_memory(&self) {
+        files::release_kept_buffers();
+        if let App::Files(files) = self {
+            files.forget_unusable();
+        }
+    }
+
     /// Answer one stream from the tunnel.
     pub async fn handle(&self, mut req: Request<Incoming>) -> Response<BoxBody> {
         common::memory::worked();

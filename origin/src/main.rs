@@ -51,7 +51,8 @@ async fn async_main(cli: Cli) -> i32 {
         stop.cancel();
     });
     // After a burst, drop the kept file-chunk buffers and give the heap's free pages back.
-    tokio::spawn(common::memory::release_when_quiet(origin::release_kept_memory));
+    let app = settings.app.clone();
+    tokio::spawn(common::memory::release_when_quiet(move || app.release_kept_memory()));
     match origin::run(settings, shutdown).await {
         Ok(()) => {
             tracing::info!("origin stopped");

@@ -313,9 +313,10 @@ pub(crate) mod pool {
             }
         }
 
-        /// Free every kept buffer.
+        /// Free every kept buffer (after the lock is released).
         pub(crate) fn release(&self) {
-            drop(std::mem::take(&mut *self.lock()));
+            let kept = std::mem::take(&mut *self.lock());
+            drop(kept);
         }
 
         #[cfg(test)]

@@ -86,6 +86,17 @@ impl SmallFiles {
         inner.bytes += size;
     }
 
+    /// Drop the entries no request may be answered from any more (twice [`FRESH_FOR`] old):
+    /// they only held memory until the bounds pushed them out. Called once the origin has gone
+    /// quiet (`common::memory`); entries that are merely stale stay, so the next burst still
+    /// sends one re-read per file to the disk.
+    pub(crate) fn forget_unusable(&self, now: Instant) {
+        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        inner.map.retain(|_, c| now.duration_since(c.read_at) < 2 * FRESH_FOR);
+        inner.map.shrink_to_fit();
+        inner.bytes = inner.map.values().map(|c| c.data.len()).sum();
+    }
+
     #[cfg(test)]
     pub(crate) fn len_and_bytes(&self) -> (usize, usize) {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -137,5 +148,16 @@ mod tests {
         assert!(!e.usable(stale), "the first after it went stale re-reads the file");
         assert!(e.usable(stale) && e.usable(stale), "the others are answered meanwhile");
         assert!(!e.usable(t0 + 2 * FRESH_FOR), "but never past twice its freshness");
+    }
+
+    #[test]
+    fn quiet_time_forgets_only_entries_that_can_no_longer_answer() {
+        let cache = SmallFiles::default();
+        cache.insert(Path::new("old"), entry(100));
+        let t0 = cache.fresh(Path::new("old")).expect("just inserted").read_at;
+        cache.forget_unusable(t0 + FRESH_FOR + Duration::from_millis(10));
+        assert_eq!(cache.len_and_bytes(), (1, 100), "stale but still usable while re-read: kept");
+        cache.forget_unusable(t0 + 2 * FRESH_FOR);
+        assert_eq!(cache.len_and_bytes(), (0, 0));
     }
 }

@@ -89,6 +89,11 @@ impl FileServer {
         Self::hiding(root, None)
     }
 
+    /// Drop the small files that can no longer be answered from (see `common::memory`).
+    pub fn forget_unusable(&self) {
+        self.small.forget_unusable(std::time::Instant::now());
+    }
+
     /// Like [`FileServer::new`], but `hidden` (when it lies beneath the root) and everything in
     /// it are never served or listed, however they are reached: 404, as if absent. The origin
     /// hides its certificates directory this way, so a first run with `--root .` next to
