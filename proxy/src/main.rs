@@ -129,7 +129,7 @@ async fn async_main(cli: Cli) -> i32 {
     });
     tokio::spawn(proxy::reload::watch(proxy.clone(), sources, shutdown.clone()));
     // After a burst, give the heap's free pages back (see common::memory).
-    tokio::spawn(common::memory::release_when_quiet(|| ()));
+    tokio::spawn(common::memory::release_when_quiet(|| false));
     proxy::run(proxy, listeners, tls, shutdown).await;
     tracing::info!("proxy stopped");
     0

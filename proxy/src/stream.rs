@@ -123,6 +123,14 @@ pub struct OriginBody {
     data_done: bool,
 }
 
+/// Dropping a body frees the frames it held (a stalled download that is reset or left holds
+/// up to a stream window): counted as work, so the memory is given back once quiet again.
+impl Drop for OriginBody {
+    fn drop(&mut self) {
+        common::memory::worked();
+    }
+}
+
 impl OriginBody {
     pub fn new(recv: RecvStream, headers: &HeaderMap) -> Self {
         let remaining =

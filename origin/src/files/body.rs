@@ -304,7 +304,10 @@ pub(crate) mod pool {
         }
 
         /// Keep `buf` if it is a whole chunk and fewer than [`KEPT`] are kept; else free it.
+        /// Counted as work (`common::memory`): a download that stalled and was then reset
+        /// frees its buffers only now, after the quiet-time release may already have run.
         pub(crate) fn give_back(&self, buf: Vec<u8>) {
+            common::memory::worked();
             if buf.len() == CHUNK as usize {
                 let mut free = self.lock();
                 if free.len() < KEPT {

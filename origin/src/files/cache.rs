@@ -87,14 +87,28 @@ impl SmallFiles {
     }
 
     /// Drop the entries no request may be answered from any more (twice [`FRESH_FOR`] old):
-    /// they only held memory until the bounds pushed them out. Called once the origin has gone
+    /// they only held memory until the bounds pushed them out. Called while the origin is
     /// quiet (`common::memory`); entries that are merely stale stay, so the next burst still
-    /// sends one re-read per file to the disk.
-    pub(crate) fn forget_unusable(&self, now: Instant) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.map.retain(|_, c| now.duration_since(c.read_at) < 2 * FRESH_FOR);
-        inner.map.shrink_to_fit();
-        inner.bytes = inner.map.values().map(|c| c.data.len()).sum();
+    /// sends one re-read per file to the disk. True while entries are left (they age out
+    /// within twice [`FRESH_FOR`], so a later call frees them). The dropped entries are freed
+    /// after the lock is released.
+    pub(crate) fn forget_unusable(&self, now: Instant) -> bool {
+        let mut gone = Vec::new();
+        let left = {
+            let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let all = std::mem::take(&mut inner.map);
+            for (rel, entry) in all {
+                if now.duration_since(entry.read_at) < 2 * FRESH_FOR {
+                    inner.map.insert(rel, entry);
+                } else {
+                    gone.push(entry);
+                }
+            }
+            inner.bytes = inner.map.values().map(|c| c.data.len()).sum();
+            !inner.map.is_empty()
+        };
+        drop(gone);
+        left
     }
 
     #[cfg(test)]
@@ -155,9 +169,9 @@ mod tests {
         let cache = SmallFiles::default();
         cache.insert(Path::new("old"), entry(100));
         let t0 = cache.fresh(Path::new("old")).expect("just inserted").read_at;
-        cache.forget_unusable(t0 + FRESH_FOR + Duration::from_millis(10));
+        assert!(cache.forget_unusable(t0 + FRESH_FOR + Duration::from_millis(10)), "one left to age out");
         assert_eq!(cache.len_and_bytes(), (1, 100), "stale but still usable while re-read: kept");
-        cache.forget_unusable(t0 + 2 * FRESH_FOR);
+        assert!(!cache.forget_unusable(t0 + 2 * FRESH_FOR), "nothing left");
         assert_eq!(cache.len_and_bytes(), (0, 0));
     }
 }

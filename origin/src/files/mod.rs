@@ -35,11 +35,6 @@ use tokio::sync::Semaphore;
 use tracing::warn;
 
 use self::body::FileBody;
-
-/// Free the file-chunk buffers kept for reuse between downloads (see `common::memory`).
-pub fn release_kept_buffers() {
-    body::pool::release_kept();
-}
 use self::cache::{Cached, SmallFiles};
 use self::conditional::{Conditions, Verdict};
 use self::listing::ListError;
@@ -52,6 +47,11 @@ const INLINE_MAX: u64 = 64 * 1024;
 /// Directory listings built at once; more wait (without holding a blocking thread). With
 /// [`common::tuning::MAX_BLOCKING_THREADS`] threads, the rest stay free for file requests.
 pub const CONCURRENT_LISTINGS: usize = 4;
+
+/// Free the file-chunk buffers kept for reuse between downloads (see `common::memory`).
+pub fn release_kept_buffers() {
+    body::pool::release_kept();
+}
 
 const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 const TEXT_HTML: &str = "text/html; charset=utf-8";
@@ -89,9 +89,10 @@ impl FileServer {
         Self::hiding(root, None)
     }
 
-    /// Drop the small files that can no longer be answered from (see `common::memory`).
-    pub fn forget_unusable(&self) {
-        self.small.forget_unusable(std::time::Instant::now());
+    /// Drop the small files that can no longer be answered from (see `common::memory`); true
+    /// while cached files are left that will age out.
+    pub fn forget_unusable(&self) -> bool {
+        self.small.forget_unusable(std::time::Instant::now())
     }
 
     /// Like [`FileServer::new`], but `hidden` (when it lies beneath the root) and everything in
