@@ -548,6 +548,30 @@ check_peak_rss() {
   fi
 }
 
+# stall_downloads N URL MAX-SECONDS: N clients that start downloading URL and stop reading
+# (curl writing into a FIFO that nobody reads: a paused player); their pids go into STALLED.
+# stop_stalled ends them (set as the EXIT trap, so a failing case does not leave them).
+STALLED=()
+stop_stalled() {
+  [ ${#STALLED[@]} -gt 0 ] || return 0
+  kill "${STALLED[@]}" 2>/dev/null
+  wait "${STALLED[@]}" 2>/dev/null
+  STALLED=()
+}
+stall_downloads() {
+  local n=$1 url=$2 max=$3 i fifo
+  trap stop_stalled EXIT
+  for ((i = 0; i < n; i++)); do
+    fifo=$T/stall.$RANDOM.$i
+    mkfifo "$fifo"
+    # shellcheck disable=SC2217 # the point: hold the FIFO open and never read it, so curl blocks
+    sleep "$((max + 20))" <"$fifo" &
+    STALLED+=($!)
+    "${CURL[@]}" --max-time "$max" -o "$fifo" "$url" 2>/dev/null &
+    STALLED+=($!)
+  done
+}
+
 # victim_get LABEL URL FILE MAX-SECONDS [CURL-ARGS...]: an ordinary client from 127.0.0.1:
 # the GET must be 200, byte-exact with FILE, within MAX-SECONDS (whole seconds or a decimal).
 # Sets V_SECS (curl's time_total).

@@ -21,21 +21,7 @@ start_p p-stall "$WORK/certs-stall" "${ports[0]}" "${ports[1]}" "${ports[2]}" ||
 start_c c-stall "$WORK/certs-stall" "${ports[1]}" stall --root "$root"
 wait_http 20 200 "$front/" || fail "pair ready" 200 "$(http_code "$front/")"
 
-stalled=()
-cleanup_stalled() {
-  kill "${stalled[@]}" 2>/dev/null
-  wait "${stalled[@]}" 2>/dev/null
-  stalled=()
-}
-trap cleanup_stalled EXIT
-for ((i = 0; i < N; i++)); do
-  mkfifo "$T/stall.$i"
-  # shellcheck disable=SC2217 # the point: hold the FIFO open and never read it, so curl blocks
-  sleep 120 <"$T/stall.$i" &
-  stalled+=($!)
-  "${CURL[@]}" --max-time 100 -o "$T/stall.$i" "$front/huge.bin" 2>/dev/null &
-  stalled+=($!)
-done
+stall_downloads "$N" "$front/huge.bin" 100
 _all_open() {
   [ "$(cx --max-time 3 "$admin/status" 2>/dev/null | python3 -c '
 import json, sys
@@ -74,7 +60,7 @@ else
     "200 and 11 bytes" "status $R_STATUS, $R_SIZE bytes, curl exit $R_RC ($(head -c 120 "$T/small.err"))"
 fi
 
-cleanup_stalled
+stop_stalled
 fetch_check "after the stalled clients are gone, requests flow again" "$front/small.txt" "$root/small.txt"
 stop_proc c-stall
 stop_proc p-stall
