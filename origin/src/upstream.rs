@@ -14,6 +14,7 @@
 
 use common::body::{self, BoxBody};
 use common::headers::remove_hop_by_hop;
+use futures_util::FutureExt as _;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -48,11 +49,16 @@ pub const MAX_RESPONSE_HEADERS: usize = 500;
 /// most 32 KiB (which bounds names plus values) and [`MAX_RESPONSE_HEADERS`] fields, a
 /// response's header list is at most 32 KiB + 500 x 32 B = 47.6 KiB.
 ///
-/// hyper's read buffer is capped at this size too (it must be at least 8192), which stops
-/// reading a huge head early; but that cap is not exact (the buffer may hold a little more),
-/// so the head is also measured once parsed ([`head_len`]). Body reads come in pieces of up to
-/// this size, the tunnel's frame size.
+/// hyper stops reading a head at this size (`max_header_size`), which ends a huge head early;
+/// the head is also measured once parsed ([`head_len`]), which counts exactly what is forwarded.
 pub const MAX_RESPONSE_HEAD: usize = 32 * 1024;
+
+/// Largest read from the service's socket (hyper's read buffer grows to this while a body
+/// fills it, from 8 KiB). Bodies come in pieces of up to this size: against 32 KiB, a large
+/// download costs `c` a third fewer system calls and wake-ups and 13 % less CPU per byte
+/// (BENCHMARKS.md), for at most this much buffer per connection while it is used. Idle pooled
+/// connections give theirs back when the origin is quiet ([`Upstream::release_kept_memory`]).
+pub const MAX_READ: usize = 128 * 1024;
 
 /// A pooled connection unused this long is closed (the service may hold resources per
 /// connection; and a service that closes idle connections itself usually does so later).
@@ -61,7 +67,7 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most idle connections kept; one more coming back closes the longest-idle one.
 pub const POOL_MAX_IDLE: usize = 64;
 
-const _: () = assert!(MAX_RESPONSE_HEAD >= 8192, "hyper's smallest read buffer");
+const _: () = assert!(MAX_READ >= MAX_RESPONSE_HEAD, "a head that fits is read whole");
 const _: () = assert!(
     MAX_RESPONSE_HEAD + 32 * MAX_RESPONSE_HEADERS < common::tuning::MAX_HEADER_LIST_SIZE as usize,
     "an accepted response head must fit the tunnel's header list limit"
@@ -136,6 +142,12 @@ impl Upstream {
 
     pub fn url(&self) -> &Uri {
         &self.inner.base
+    }
+
+    /// Once a burst is over (`common::memory`): idle pooled connections stay open, but drop
+    /// the read buffers large responses grew (up to [`MAX_READ`] each).
+    pub fn release_kept_memory(&self) {
+        self.inner.pool.renew_idle();
     }
 
     /// Forward one request; failures become 502/504 naming the upstream.
@@ -302,7 +314,7 @@ impl Upstream {
 /// HTTP/1.1 to the service, with the response head bounded.
 fn h1_builder() -> http1::Builder {
     let mut builder = http1::Builder::new();
-    builder.max_headers(MAX_RESPONSE_HEADERS).max_buf_size(MAX_RESPONSE_HEAD);
+    builder.max_headers(MAX_RESPONSE_HEADERS).max_header_size(MAX_RESPONSE_HEAD).max_buf_size(MAX_READ);
     builder
 }
 
@@ -329,6 +341,23 @@ impl PooledConn {
             }
         }
         self.ended
+    }
+
+    /// The same open connection with hyper's state made anew, which frees the read buffer it
+    /// grew. None if it cannot be kept: it ended, or the service sent bytes nobody asked for.
+    fn renewed(self: Box<Self>) -> Option<Box<PooledConn>> {
+        let PooledConn { sender, conn, ended } = *self;
+        drop(sender);
+        if ended {
+            return None;
+        }
+        let parts = conn.into_parts();
+        if !parts.read_buf.is_empty() {
+            return None;
+        }
+        // An HTTP/1.1 handshake does no I/O: it is ready at its first poll.
+        let (sender, conn) = h1_builder().handshake(parts.io).now_or_never()?.ok()?;
+        Some(Box::new(PooledConn { sender, conn, ended: false }))
     }
 
     /// Can take a request now. Polls once without a waker to register: an idle connection
@@ -396,6 +425,24 @@ impl Pool {
                 Err(_) => self.reaper_started.store(false, Ordering::Relaxed),
             }
         }
+    }
+
+    /// Renew every idle connection ([`PooledConn::renewed`]). Done outside the lock: a
+    /// request meanwhile finds the pool empty and dials; those it puts back count as newer.
+    fn renew_idle(&self) {
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(PoisonError::into_inner));
+        let renewed: VecDeque<IdleConn> = idle
+            .into_iter()
+            .filter_map(|entry| Some(IdleConn { conn: entry.conn.renewed()?, since: entry.since }))
+            .collect();
+        let evicted = {
+            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            let newer = std::mem::replace(&mut *idle, renewed);
+            idle.extend(newer);
+            let over = idle.len().saturating_sub(POOL_MAX_IDLE);
+            idle.drain(..over).collect::<Vec<_>>()
+        };
+        drop(evicted);
     }
 
     /// Close idle connections that timed out or that the service closed.
@@ -922,6 +969,33 @@ mod tests {
             assert_eq!(ask(&mut sender, http::Method::GET, "/", b"").await.0, StatusCode::OK);
         }
         assert_eq!(connections.accepted(), accepted, "no new connection while idle ones are kept");
+    }
+
+    #[tokio::test]
+    async fn idle_connections_renewed_when_quiet_stay_open_and_usable() {
+        let (addr, connections) = counted_service().await;
+        let upstream = Upstream::new(&format!("http://{addr}")).unwrap();
+        let (mut sender, _conn) = tunnel(upstream.clone()).await;
+        let (status, _, got) = ask(&mut sender, http::Method::GET, "/big", b"").await;
+        assert_eq!((status, got.len()), (StatusCode::OK, BIG_BODY));
+        upstream.release_kept_memory();
+        assert_eq!(upstream.inner.pool.idle.lock().unwrap().len(), 1, "kept, renewed");
+        for path in ["/big", "/", "/big"] {
+            let (status, _, got) = ask(&mut sender, http::Method::GET, path, b"").await;
+            assert_eq!(status, StatusCode::OK, "{path}");
+            match path {
+                "/big" => assert_eq!(got, "0123456789abcdef".repeat(BIG_BODY / 16)),
+                _ => assert!(got.starts_with(b"GET / HTTP/1.1"), "{got:?}"),
+            }
+            upstream.release_kept_memory();
+        }
+        assert_eq!(connections.accepted(), 1, "the same connection throughout");
+        // One the service closes while idle is renewed too, then found closed and not used.
+        assert_eq!(ask(&mut sender, http::Method::GET, "/then-close", b"").await.0, StatusCode::OK);
+        assert!(connections.wait_open(0).await);
+        upstream.release_kept_memory();
+        assert_eq!(ask(&mut sender, http::Method::GET, "/", b"").await.0, StatusCode::OK);
+        assert_eq!(connections.accepted(), 2);
     }
 
     #[tokio::test]
