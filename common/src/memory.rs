@@ -10,13 +10,17 @@
 //! and gives whole free pages back with `madvise` (what fragmentation pins stays); it runs on
 //! the blocking pool once the counter has stood still for a whole [`QUIET_FOR`] (one to two
 //! seconds after the last unit of work), once per burst, so work that ticks at least once a
-//! second never triggers it.
+//! second never triggers it, and at most once per [`MIN_READINGS_BETWEEN`] readings, so that
+//! light traffic with pauses (a request every two seconds) does not trim every other second.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// How long the work counter must stand still before memory is given back.
 pub const QUIET_FOR: Duration = Duration::from_secs(1);
+
+/// Fewest readings of the counter (each [`QUIET_FOR`] apart) from one release to the next.
+pub const MIN_READINGS_BETWEEN: u32 = 5;
 
 static WORK: AtomicU64 = AtomicU64::new(0);
 
@@ -28,12 +32,21 @@ pub fn worked() {
 
 /// When to give memory back, from successive readings of the work counter: at the first
 /// reading that equals the one before it, after any work since the last release; and at every
-/// quiet reading after that while the last release said something was left to age out.
-#[derive(Debug, Default)]
+/// quiet reading after that while the last release said something was left to age out. Never
+/// twice within [`MIN_READINGS_BETWEEN`] readings: a release due sooner waits for the first
+/// quiet reading after that.
+#[derive(Debug)]
 pub struct Quiet {
     last: u64,
     released_at: u64,
     lingering: bool,
+    readings_since_release: u32,
+}
+
+impl Default for Quiet {
+    fn default() -> Self {
+        Quiet { last: 0, released_at: 0, lingering: false, readings_since_release: MIN_READINGS_BETWEEN }
+    }
 }
 
 impl Quiet {
@@ -41,9 +54,12 @@ impl Quiet {
     pub fn check(&mut self, now: u64) -> bool {
         let quiet = now == self.last;
         self.last = now;
-        let release = quiet && (now != self.released_at || self.lingering);
+        self.readings_since_release = self.readings_since_release.saturating_add(1);
+        let release =
+            quiet && (now != self.released_at || self.lingering) && self.readings_since_release >= MIN_READINGS_BETWEEN;
         if release {
             self.released_at = now;
+            self.readings_since_release = 0;
         }
         release
     }
@@ -116,6 +132,13 @@ mod tests {
         assert!(!quiet.check(0));
     }
 
+    /// Readings without work, enough for the spacing between releases to have passed.
+    fn wait_out(quiet: &mut Quiet, now: u64) {
+        for _ in 0..MIN_READINGS_BETWEEN {
+            quiet.check(now);
+        }
+    }
+
     #[test]
     fn gives_back_once_per_burst_after_one_quiet_reading() {
         let mut quiet = Quiet::default();
@@ -124,6 +147,7 @@ mod tests {
         assert!(quiet.check(9), "one reading without work: give back");
         assert!(!quiet.check(9), "only once for that burst");
         assert!(!quiet.check(9));
+        wait_out(&mut quiet, 9);
         assert!(!quiet.check(10), "a new burst");
         assert!(quiet.check(10), "and its end");
     }
@@ -134,11 +158,41 @@ mod tests {
         assert!(!quiet.check(3));
         assert!(quiet.check(3));
         quiet.released(true);
+        for _ in 1..MIN_READINGS_BETWEEN {
+            assert!(!quiet.check(3), "not again so soon");
+        }
         assert!(quiet.check(3), "entries were left to age out: again");
         quiet.released(false);
+        wait_out(&mut quiet, 3);
         assert!(!quiet.check(3), "nothing left: done until the next burst");
         quiet.released(true);
         assert!(!quiet.check(4), "work again: busy, whatever was left");
+    }
+
+    #[test]
+    fn short_pauses_in_light_traffic_give_back_at_most_once_per_spacing() {
+        // A request every other reading: each pause is a quiet reading after work.
+        let mut quiet = Quiet::default();
+        let mut releases = Vec::new();
+        for reading in 0..40u32 {
+            let now = u64::from(reading / 2 + 1);
+            if quiet.check(now) {
+                releases.push(reading);
+            }
+        }
+        assert!(releases.len() >= 2, "{releases:?}");
+        for pair in releases.windows(2) {
+            assert!(pair[1] - pair[0] >= MIN_READINGS_BETWEEN, "{releases:?}");
+        }
+        // What was due is not lost: once the traffic stops, the next quiet reading after the
+        // spacing gives back.
+        let mut quiet = Quiet::default();
+        assert!(!quiet.check(1));
+        assert!(quiet.check(1));
+        assert!(!quiet.check(2), "a burst right after");
+        assert!(!quiet.check(2), "over, but too soon after the last release");
+        let given = (0..MIN_READINGS_BETWEEN).filter(|_| quiet.check(2)).count();
+        assert_eq!(given, 1, "given back once the spacing had passed, and only once");
     }
 
     #[test]
