@@ -2,8 +2,10 @@
 //! `RUST_LOG`; and the proxy's access log, its own target ([`ACCESS_TARGET`]) written with the
 //! normal log, to a file through a bounded writer thread, or not at all (`--access-log`).
 
+use std::fs::File;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use tracing::level_filters::LevelFilter;
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
@@ -115,9 +117,7 @@ pub fn init_with_access(format: LogFormat, access: &AccessLog) -> std::io::Resul
     let sink: Option<(Box<dyn std::io::Write + Send>, bool)> = match access {
         AccessLog::Off => None,
         AccessLog::Stderr => Some((Box::new(std::io::stderr()), ansi)),
-        AccessLog::File(path) => {
-            Some((Box::new(std::fs::OpenOptions::new().create(true).append(true).open(path)?), false))
-        }
+        AccessLog::File(path) => Some((Box::new(ReopenableFile::open(path, &REOPEN_ACCESS_LOG)?), false)),
     };
     let (access_layer, guard) = match sink {
         None => (None, None),
@@ -134,6 +134,56 @@ pub fn init_with_access(format: LogFormat, access: &AccessLog) -> std::io::Resul
     // A second init (tests) keeps the first subscriber; that is not an error worth reporting.
     let _ = tracing_subscriber::registry().with(main).with(access_layer).try_init();
     Ok(LogGuard { _worker: guard })
+}
+
+static REOPEN_ACCESS_LOG: AtomicU64 = AtomicU64::new(0);
+
+/// Open the access-log file again at its path before the next line is written (SIGHUP):
+/// after logrotate has renamed it, lines go to a new file instead of the renamed one.
+pub fn reopen_access_log() {
+    REOPEN_ACCESS_LOG.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A file appended to, opened again at its path whenever `asks` has moved since it was
+/// opened. Only the access-log writer thread writes to it, so a reopen never splits a line.
+struct ReopenableFile {
+    path: PathBuf,
+    file: File,
+    asks: &'static AtomicU64,
+    opened_at: u64,
+}
+
+impl ReopenableFile {
+    fn open(path: &Path, asks: &'static AtomicU64) -> std::io::Result<Self> {
+        let opened_at = asks.load(Ordering::Relaxed);
+        Ok(ReopenableFile { path: path.to_owned(), file: append_to(path)?, asks, opened_at })
+    }
+}
+
+fn append_to(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new().create(true).append(true).open(path)
+}
+
+impl std::io::Write for ReopenableFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let asked = self.asks.load(Ordering::Relaxed);
+        if asked != self.opened_at {
+            self.opened_at = asked;
+            match append_to(&self.path) {
+                Ok(file) => self.file = file,
+                // Lines keep going to the file already open (the renamed one): nothing is lost.
+                Err(e) => tracing::warn!(
+                    path = %self.path.display(), error = %e,
+                    "cannot open the access log again; still writing to the file opened before"
+                ),
+            }
+        }
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// A layer writing only access-log lines, in `format`, to `writer` (also used by tests to
@@ -168,5 +218,30 @@ mod tests {
         assert_eq!("stderr".parse::<AccessLog>(), Ok(AccessLog::Stderr));
         assert_eq!("/var/log/a.log".parse::<AccessLog>(), Ok(AccessLog::File("/var/log/a.log".into())));
         assert!("".parse::<AccessLog>().expect_err("empty").contains("off, stderr or a file"));
+    }
+
+    #[test]
+    fn the_access_log_file_is_opened_again_when_asked() {
+        use std::io::Write;
+        static ASKS: AtomicU64 = AtomicU64::new(0);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("access.log");
+        let rotated = dir.path().join("access.log.1");
+        let mut log = ReopenableFile::open(&path, &ASKS).expect("open");
+        log.write_all(b"one\n").expect("write");
+        std::fs::rename(&path, &rotated).expect("rotate");
+        log.write_all(b"two\n").expect("write");
+        ASKS.fetch_add(1, Ordering::Relaxed);
+        log.write_all(b"three\n").expect("write");
+        log.write_all(b"four\n").expect("write");
+        let read = |p: &Path| std::fs::read_to_string(p).expect("read");
+        assert_eq!(read(&rotated), "one\ntwo\n", "until asked, the renamed file");
+        assert_eq!(read(&path), "three\nfour\n", "then a new file at the path");
+
+        // A path that cannot be opened any more: lines go on to the file already open.
+        std::fs::rename(&path, &rotated).expect("rotate");
+        std::fs::remove_dir_all(dir.path()).expect("remove");
+        ASKS.fetch_add(1, Ordering::Relaxed);
+        log.write_all(b"five\n").expect("still written");
     }
 }

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # 55 the operator's view through the real binaries: `--access-log FILE --log-format json` writes
 # one JSON line per request with the real byte count of a download (and says when the client
-# cut one short), nothing of it in p's own log; the default writes access lines with the normal
-# log; `--access-log off` writes none; an access-log path that cannot be opened is exit 64
-# naming the flag. /metrics has build info, process metrics and the latency histogram; `p
+# cut one short), nothing of it in p's own log, and after SIGHUP to a new file at its path (the
+# old one renamed by logrotate); the default writes access lines with the normal log;
+# `--access-log off` writes none; an access-log path that cannot be opened is exit 64 naming
+# the flag. /metrics has build info, process metrics and the latency histogram; `p
 # status --watch` prints refresh after refresh and stops on SIGINT and on SIGTERM; `p status`
 # with no proxy names the address it tried and how to point it elsewhere.
 # shellcheck source=lib.sh
@@ -93,6 +94,20 @@ PY
   else
     skip "p status --watch on a terminal: needs script(1)"
   fi
+  # logrotate's default: the file is renamed, then p gets SIGHUP (systemctl reload); the next
+  # line goes to a new file at the path, none to the renamed one.
+  mv "$log" "$log.1"
+  kill -HUP "$(proc_pid p-al)"
+  wait_file_has 10 "$LOGS/p-al.log" SIGHUP
+  fetch_check "a request after the access log was renamed and p got SIGHUP" "$PAIR_FRONT/small.txt" \
+    "$T/root/small.txt"
+  if wait_file_has 10 "$log" '"/small.txt"'; then
+    pass "after SIGHUP access lines go to a new file at the --access-log path"
+  else
+    fail "after SIGHUP access lines go to a new file at the --access-log path" "a /small.txt line in $log" \
+      "$(oneline "$(ls "$T" | grep access; tail -c 300 "$log.1")")"
+  fi
+  check_file_lacks "and none to the renamed file" "$log.1" '"/small.txt"'
   stop_pair al
   rm -f "$T/root/huge.bin"
 fi

@@ -83,6 +83,10 @@ pub async fn watch(proxy: Arc<Proxy>, sources: Sources, shutdown: CancellationTo
                 "a file changed"
             }
         };
+        if why == "SIGHUP" {
+            // As logrotate expects: the access-log file is opened again at its path.
+            common::logging::reopen_access_log();
+        }
         info!(reason = why, "reloading the configuration");
         seen = stamp(&files);
         // Whatever the outcome, the same bad file is not retried until it changes again.
