@@ -853,6 +853,19 @@ for py in python3 /usr/bin/python3; do
   if "$py" -c 'import h2' 2>/dev/null; then PY_H2=$py; break; fi
 done
 
+# settle_rss PID: wait (at most 10 s) until PID's RSS has not fallen for two seconds.
+settle_rss() {
+  local low last now i
+  low=$(rss_mib "$1") last=0
+  for i in $(seq 20); do
+    sleep 0.5
+    now=$(rss_mib "$1")
+    [ "$now" = '?' ] && return 0
+    if [ "$now" -lt "$low" ]; then low=$now last=$i; fi
+    [ $((i - last)) -ge 4 ] && return 0
+  done
+}
+
 # scale_idle MODE LABEL: BENCH_IDLE long-polls held through p3/c3, then released.
 scale_idle() {
   local mode=$1 label=$2 py=python3 out=$RAW/scale.$1.txt base rss ok
@@ -860,6 +873,9 @@ scale_idle() {
     [ -n "$PY_H2" ] || { SCALE_LINES+=("| $label | not run: no python3 with the h2 module (Debian: python3-h2) | | |"); return 0; }
     py=$PY_H2
   fi
+  # The previous phase's memory is given back once p3 is quiet (common::memory: a second or
+  # two, at most one release per five): read "before" once its RSS has stopped falling.
+  settle_rss "${PID[p3]}"
   base=$(rss_mib "${PID[p3]}")
   log "scale: $N_IDLE idle long-polls, $label"
   "$py" "$BENCH_DIR/scale.py" "$mode" "${URL[scale]}/poll" "$N_IDLE" --deadline 240 >"$out" 2>&1 &
