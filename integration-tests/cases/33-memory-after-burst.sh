@@ -5,8 +5,8 @@
 # buffers, both trim the heap: common::memory). Then the same after stalled downloads that
 # are left: their memory is freed only when they go, after the ends have already been quiet.
 # Before, the origin kept 8 MiB of chunk buffers and both kept their heap's high-water mark
-# for as long as they ran. Last, the same burst through `c --upstream`: its pooled connections
-# to the service are renewed when quiet (their grown read buffers freed) and must still serve.
+# for as long as they ran. Last, the same burst through `c --upstream`, whose pooled connections
+# to the service must still serve once the heap has been trimmed.
 # shellcheck source=lib.sh
 . "$(dirname "$0")/../lib.sh"
 require_selfhosted "starts its own p/c pair"
@@ -94,7 +94,7 @@ settle_rss c-memu
 mark_rest memu
 burst "--upstream: $N downloads of 8 MiB at once, byte-exact" "$PAIR_FRONT/files/up.bin" "$(sha "$EVIL_DIR/up.bin")"
 back_to_rest "a burst through --upstream" memu
-# The pooled connections were renewed while quiet: they must carry whole responses still.
+# The pooled connections outlive the trim: they must carry whole responses still.
 for i in 1 2 3; do
   fetch_check "--upstream: serves after giving memory back ($i)" "$PAIR_FRONT/files/up.bin" "$EVIL_DIR/up.bin"
 done

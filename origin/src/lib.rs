@@ -29,17 +29,13 @@ pub const MAX_BACKOFF_NEEDS_A_PERSON: Duration = Duration::from_secs(300);
 
 impl App {
     /// Drop what the origin keeps only to be faster once a burst is over (`common::memory`):
-    /// the kept file-chunk buffers, the small files no request may be answered from, and the
-    /// read buffers of idle connections to an `--upstream` service. True while cached small
-    /// files are left that a later call will free.
+    /// the kept file-chunk buffers and the small files no request may be answered from. True
+    /// while cached small files are left that a later call will free.
     pub fn release_kept_memory(&self) -> bool {
         files::release_kept_buffers();
         match self {
             App::Files(files) => files.forget_unusable(),
-            App::Upstream(upstream) => {
-                upstream.release_kept_memory();
-                false
-            }
+            App::Upstream(_) => false,
         }
     }
 

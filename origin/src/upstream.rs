@@ -14,7 +14,6 @@
 
 use common::body::{self, BoxBody};
 use common::headers::remove_hop_by_hop;
-use futures_util::FutureExt as _;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -54,11 +53,12 @@ pub const MAX_RESPONSE_HEADERS: usize = 500;
 pub const MAX_RESPONSE_HEAD: usize = 32 * 1024;
 
 /// Largest read from the service's socket (hyper's read buffer grows to this while a body
-/// fills it, from 8 KiB). Bodies come in pieces of up to this size: against 32 KiB, a large
-/// download costs `c` a third fewer system calls and wake-ups and 13 % less CPU per byte
-/// (BENCHMARKS.md), for at most this much buffer per connection while it is used. Idle pooled
-/// connections give theirs back when the origin is quiet ([`Upstream::release_kept_memory`]).
-pub const MAX_READ: usize = 128 * 1024;
+/// fills it, from 8 KiB); bodies come in pieces of up to this size, the tunnel's frame size.
+/// 128 KiB reads cut `c`'s system calls per GiB downloaded by a third and its CPU per byte by
+/// ~13 % in paired runs, but raised its peak RSS by ~5 MiB in the benchmark (a read pins its
+/// whole buffer while the piece waits for the tunnel), past the memory target `--upstream`
+/// met with 32 KiB, for no gain the benchmark could see (BENCHMARKS.md): kept at 32 KiB.
+pub const MAX_READ: usize = 32 * 1024;
 
 /// A pooled connection unused this long is closed (the service may hold resources per
 /// connection; and a service that closes idle connections itself usually does so later).
@@ -142,12 +142,6 @@ impl Upstream {
 
     pub fn url(&self) -> &Uri {
         &self.inner.base
-    }
-
-    /// Once a burst is over (`common::memory`): idle pooled connections stay open, but drop
-    /// the read buffers large responses grew (up to [`MAX_READ`] each).
-    pub fn release_kept_memory(&self) {
-        self.inner.pool.renew_idle();
     }
 
     /// Forward one request; failures become 502/504 naming the upstream.
@@ -343,23 +337,6 @@ impl PooledConn {
         self.ended
     }
 
-    /// The same open connection with hyper's state made anew, which frees the read buffer it
-    /// grew. None if it cannot be kept: it ended, or the service sent bytes nobody asked for.
-    fn renewed(self: Box<Self>) -> Option<Box<PooledConn>> {
-        let PooledConn { sender, conn, ended } = *self;
-        drop(sender);
-        if ended {
-            return None;
-        }
-        let parts = conn.into_parts();
-        if !parts.read_buf.is_empty() {
-            return None;
-        }
-        // An HTTP/1.1 handshake does no I/O: it is ready at its first poll.
-        let (sender, conn) = h1_builder().handshake(parts.io).now_or_never()?.ok()?;
-        Some(Box::new(PooledConn { sender, conn, ended: false }))
-    }
-
     /// Can take a request now. Polls once without a waker to register: an idle connection
     /// notices here that the service closed it (it reads EOF); when nothing happened on the
     /// socket this costs no system call.
@@ -425,24 +402,6 @@ impl Pool {
                 Err(_) => self.reaper_started.store(false, Ordering::Relaxed),
             }
         }
-    }
-
-    /// Renew every idle connection ([`PooledConn::renewed`]). Done outside the lock: a
-    /// request meanwhile finds the pool empty and dials; those it puts back count as newer.
-    fn renew_idle(&self) {
-        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(PoisonError::into_inner));
-        let renewed: VecDeque<IdleConn> = idle
-            .into_iter()
-            .filter_map(|entry| Some(IdleConn { conn: entry.conn.renewed()?, since: entry.since }))
-            .collect();
-        let evicted = {
-            let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-            let newer = std::mem::replace(&mut *idle, renewed);
-            idle.extend(newer);
-            let over = idle.len().saturating_sub(POOL_MAX_IDLE);
-            idle.drain(..over).collect::<Vec<_>>()
-        };
-        drop(evicted);
     }
 
     /// Close idle connections that timed out or that the service closed.
@@ -969,33 +928,6 @@ mod tests {
             assert_eq!(ask(&mut sender, http::Method::GET, "/", b"").await.0, StatusCode::OK);
         }
         assert_eq!(connections.accepted(), accepted, "no new connection while idle ones are kept");
-    }
-
-    #[tokio::test]
-    async fn idle_connections_renewed_when_quiet_stay_open_and_usable() {
-        let (addr, connections) = counted_service().await;
-        let upstream = Upstream::new(&format!("http://{addr}")).unwrap();
-        let (mut sender, _conn) = tunnel(upstream.clone()).await;
-        let (status, _, got) = ask(&mut sender, http::Method::GET, "/big", b"").await;
-        assert_eq!((status, got.len()), (StatusCode::OK, BIG_BODY));
-        upstream.release_kept_memory();
-        assert_eq!(upstream.inner.pool.idle.lock().unwrap().len(), 1, "kept, renewed");
-        for path in ["/big", "/", "/big"] {
-            let (status, _, got) = ask(&mut sender, http::Method::GET, path, b"").await;
-            assert_eq!(status, StatusCode::OK, "{path}");
-            match path {
-                "/big" => assert_eq!(got, "0123456789abcdef".repeat(BIG_BODY / 16)),
-                _ => assert!(got.starts_with(b"GET / HTTP/1.1"), "{got:?}"),
-            }
-            upstream.release_kept_memory();
-        }
-        assert_eq!(connections.accepted(), 1, "the same connection throughout");
-        // One the service closes while idle is renewed too, then found closed and not used.
-        assert_eq!(ask(&mut sender, http::Method::GET, "/then-close", b"").await.0, StatusCode::OK);
-        assert!(connections.wait_open(0).await);
-        upstream.release_kept_memory();
-        assert_eq!(ask(&mut sender, http::Method::GET, "/", b"").await.0, StatusCode::OK);
-        assert_eq!(connections.accepted(), 2);
     }
 
     #[tokio::test]
