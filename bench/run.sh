@@ -853,16 +853,17 @@ for py in python3 /usr/bin/python3; do
   if "$py" -c 'import h2' 2>/dev/null; then PY_H2=$py; break; fi
 done
 
-# settle_rss PID: wait (at most 10 s) until PID's RSS has not fallen for two seconds.
+# settle_rss PID: wait (at most 15 s) until PID's RSS has not fallen for six seconds: a
+# release may be deferred by up to five quiet readings after the one before it.
 settle_rss() {
   local low last now i
   low=$(rss_mib "$1") last=0
-  for i in $(seq 20); do
+  for i in $(seq 30); do
     sleep 0.5
     now=$(rss_mib "$1")
     [ "$now" = '?' ] && return 0
     if [ "$now" -lt "$low" ]; then low=$now last=$i; fi
-    [ $((i - last)) -ge 4 ] && return 0
+    [ $((i - last)) -ge 12 ] && return 0
   done
 }
 
@@ -874,7 +875,7 @@ scale_idle() {
     py=$PY_H2
   fi
   # The previous phase's memory is given back once p3 is quiet (common::memory: a second or
-  # two, at most one release per five): read "before" once its RSS has stopped falling.
+  # two, at most one release per five readings): read "before" once its RSS stays put.
   settle_rss "${PID[p3]}"
   base=$(rss_mib "${PID[p3]}")
   log "scale: $N_IDLE idle long-polls, $label"
