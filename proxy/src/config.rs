@@ -87,7 +87,8 @@ pub struct Cli {
 
     /// Access log, one line per front-end request (client, method, host, path, status, bytes
     /// each way, duration, origin): `stderr` (with the normal log), `off`, or a file to append
-    /// to (written by a thread of its own; lines are dropped and counted if it falls behind).
+    /// to (written by a thread of its own; lines are dropped and counted if it falls behind;
+    /// SIGHUP opens the file again, for logrotate).
     #[arg(long, env = "REVMUX_ACCESS_LOG", value_name = "stderr|off|FILE", default_value = "stderr")]
     pub access_log: AccessLog,
 
