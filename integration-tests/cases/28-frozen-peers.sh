@@ -4,6 +4,8 @@
 # within 30 s, the request in flight gets 502 instead of hanging, new ones get 502; after
 # SIGCONT c reconnects by itself. With p frozen, c notices the dead tunnel within 30 s;
 # after SIGCONT it reconnects by itself and requests succeed again (same PIDs throughout).
+# A proxy that answers the upgrade and then says nothing makes c give the tunnel up after
+# 10 s, naming the cause, and dial again.
 # shellcheck source=lib.sh
 . "$(dirname "$0")/../lib.sh"
 require_selfhosted "freezes its own p and c"
@@ -56,3 +58,25 @@ fi
 fetch_check "afterwards: /poster.png byte-exact" "$FRONT/poster.png" "$FIX/poster.png"
 check_eq "same p process" "$p_pid" "$(proc_pid p-main)"
 check_eq "same c process" "$c_pid" "$(proc_pid c-main)"
+
+# 3. A proxy that answers the upgrade and then never speaks HTTP/2 (stuck, or a middlebox
+# swallowing the stream): c gives the tunnel up after its 10 s handshake timeout, says why,
+# and dials again, instead of waiting on it forever.
+rm -f "$T/silent.port" "$T/silent.count"
+start_bg silent-proxy "$LOGS/silent-proxy.log" python3 "$TOOLS/silent_proxy.py" \
+  --certs-dir "$CERTS" --port-file "$T/silent.port" --count-file "$T/silent.count"
+if wait_files 10 "$T/silent.port"; then
+  start_c c-silent "$CERTS" "$(cat "$T/silent.port")" silent --root "$FIX"
+  _upgraded_twice() { [ "$(wc -l <"$T/silent.count" 2>/dev/null || echo 0)" -ge 2 ]; }
+  if wait_until 30 _upgraded_twice; then
+    pass "silent proxy: c gives up the tunnel and dials again within 30 s"
+  else
+    fail "silent proxy: c gives up the tunnel and dials again within 30 s" "2 upgrades" \
+      "$(cat "$T/silent.count" 2>/dev/null | wc -l) ($(oneline "$(tail -n 2 "$LOGS/c-silent.log")"))"
+  fi
+  check_file_contains "silent proxy: c's log names the cause" "$LOGS/c-silent.log" "sent no HTTP/2 preface within 10s"
+  stop_proc c-silent
+else
+  fail "the silent proxy starts" "its port" "$(oneline "$(tail -n 3 "$LOGS/silent-proxy.log")")"
+fi
+stop_proc silent-proxy

@@ -4,6 +4,7 @@ pub mod backoff;
 pub mod config;
 pub mod dial;
 pub mod files;
+pub mod preface;
 pub mod upstream;
 
 use backoff::Backoff;
@@ -13,6 +14,8 @@ use config::{App, Settings};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use preface::PrefaceDeadline;
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -101,7 +104,8 @@ pub async fn run(settings: Settings, shutdown: CancellationToken) -> anyhow::Res
                     let delay = backoff.next_delay();
                     match outcome {
                         Ok(()) => info!(retry_in = ?delay, "tunnel closed by the proxy; reconnecting"),
-                        Err(e) => warn!(error = %e, retry_in = ?delay, "tunnel lost; reconnecting"),
+                        // hyper's own text is only the kind ("connection error"); the cause says which.
+                        Err(e) => warn!(error = %format!("{:#}", anyhow::Error::new(e)), retry_in = ?delay, "tunnel lost; reconnecting"),
                     }
                     if sleep_or_shutdown(delay, &shutdown).await {
                         return Ok(());
@@ -138,6 +142,7 @@ async fn sleep_or_shutdown(delay: Duration, shutdown: &CancellationToken) -> boo
 
 /// Serve HTTP/2 over the upgraded tunnel until it ends. On shutdown, stop taking new streams
 /// (GOAWAY) and give in-flight ones [`tuning::SHUTDOWN_GRACE`] to finish.
+/// The proxy must start speaking HTTP/2 within [`tuning::HANDSHAKE_TIMEOUT`] ([`preface`]).
 pub async fn serve_tunnel<I>(upgraded: I, app: App, shutdown: &CancellationToken) -> Result<(), hyper::Error>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
@@ -146,7 +151,8 @@ where
         let app = app.clone();
         async move { Ok::<_, Infallible>(app.handle(req).await) }
     });
-    let conn = common::tunnel::server_builder().serve_connection(upgraded, service);
+    let io = TokioIo::new(PrefaceDeadline::new(TokioIo::new(upgraded), tuning::HANDSHAKE_TIMEOUT));
+    let conn = common::tunnel::server_builder().serve_connection(io, service);
     tokio::pin!(conn);
     tokio::select! {
         r = conn.as_mut() => return r,

@@ -142,3 +142,20 @@ async fn origins_without_an_instance_id_are_each_their_own_instance() {
     assert_ne!(instances[0], instances[1], "{instances:?}");
     p.shutdown.cancel();
 }
+
+/// A proxy (or a box in between) that completes the upgrade and then never speaks HTTP/2: the
+/// origin gives the tunnel up after the handshake timeout, saying why, instead of waiting on it
+/// forever (hyper's server has no timer of its own for the preface).
+#[tokio::test(start_paused = true)]
+async fn an_origin_drops_a_tunnel_whose_proxy_never_speaks_http2() {
+    let media = media_dir();
+    let (ours, _silent) = tokio::io::duplex(64 * 1024);
+    let limit = common::tuning::HANDSHAKE_TIMEOUT;
+    let shutdown = CancellationToken::new();
+    let started = tokio::time::Instant::now();
+    let served = origin::serve_tunnel(hyper_util::rt::TokioIo::new(ours), files(media.path()), &shutdown);
+    let err = tokio::time::timeout(limit * 2, served).await.expect("gave up within twice the limit").unwrap_err();
+    assert_eq!(started.elapsed(), limit);
+    let chain = format!("{:#}", anyhow::Error::new(err));
+    assert!(chain.contains("no HTTP/2 preface"), "{chain}");
+}
