@@ -11,6 +11,7 @@
 pub mod body;
 pub mod certs;
 pub mod cli;
+pub mod coalesce;
 pub mod headers;
 pub mod logging;
 pub mod memory;

@@ -9,6 +9,7 @@ pub mod upstream;
 
 use backoff::Backoff;
 use common::body::BoxBody;
+use common::coalesce::{Coalesce, Preparing};
 use common::tuning;
 use config::{App, Settings};
 use http::{Request, Response};
@@ -147,11 +148,22 @@ pub async fn serve_tunnel<I>(upgraded: I, app: App, shutdown: &CancellationToken
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
+    // Answers being prepared: while there are any, the tunnel gathers the ready ones into one
+    // write ([`Coalesce`]).
+    let preparing = Preparing::default();
+    let io = TokioIo::new(Coalesce::new(
+        PrefaceDeadline::new(TokioIo::new(upgraded), tuning::HANDSHAKE_TIMEOUT),
+        preparing.clone(),
+    ));
     let service = service_fn(move |req| {
         let app = app.clone();
-        async move { Ok::<_, Infallible>(app.handle(req).await) }
+        let preparing = preparing.start();
+        async move {
+            let resp = app.handle(req).await;
+            drop(preparing);
+            Ok::<_, Infallible>(resp)
+        }
     });
-    let io = TokioIo::new(PrefaceDeadline::new(TokioIo::new(upgraded), tuning::HANDSHAKE_TIMEOUT));
     let conn = common::tunnel::server_builder().serve_connection(io, service);
     tokio::pin!(conn);
     tokio::select! {
