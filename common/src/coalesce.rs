@@ -86,7 +86,8 @@ impl<T> Coalesce<T> {
         Self { io, buf: Vec::new(), yielded_at: None, paid: 0, yields: 0, draining: false, preparing }
     }
 
-    pub fn get_ref(&self) -> &T {
+    #[cfg(test)]
+    fn get_ref(&self) -> &T {
         &self.io
     }
 }
@@ -134,35 +135,31 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
         let this = self.get_mut();
         let bufs = &bufs[..bufs.len().min(MAX_SLICES - 1)];
         let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if !this.buf.is_empty() && this.buf.len() + total > GATHER {
+            // Too much to gather: what is gathered goes first, with the new bytes in the same write.
+            while !this.buf.is_empty() {
+                let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+                slices[0] = IoSlice::new(&this.buf);
+                slices[1..=bufs.len()].copy_from_slice(bufs);
+                let n = std::task::ready!(Pin::new(&mut this.io).poll_write_vectored(cx, &slices[..=bufs.len()]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                if n <= this.buf.len() {
+                    this.buf.drain(..n);
+                    continue;
+                }
+                let taken = n - this.buf.len();
+                this.buf.clear();
+                this.reset_gathering();
+                return Poll::Ready(Ok(taken));
+            }
+            this.reset_gathering();
+        }
         if this.buf.len() + total <= GATHER {
             if this.buf.capacity() == 0 {
                 this.buf.reserve_exact(GATHER);
             }
-            for b in bufs {
-                this.buf.extend_from_slice(b);
-            }
-            return Poll::Ready(Ok(total));
-        }
-        // Too much to gather: what is gathered goes first, with the new bytes in the same write.
-        while !this.buf.is_empty() {
-            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
-            slices[0] = IoSlice::new(&this.buf);
-            slices[1..=bufs.len()].copy_from_slice(bufs);
-            let n = std::task::ready!(Pin::new(&mut this.io).poll_write_vectored(cx, &slices[..=bufs.len()]))?;
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-            }
-            if n <= this.buf.len() {
-                this.buf.drain(..n);
-                continue;
-            }
-            let taken = n - this.buf.len();
-            this.buf.clear();
-            this.reset_gathering();
-            return Poll::Ready(Ok(taken));
-        }
-        this.reset_gathering();
-        if total <= GATHER {
             for b in bufs {
                 this.buf.extend_from_slice(b);
             }
