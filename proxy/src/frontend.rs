@@ -15,6 +15,7 @@ use crate::stall::ConnActivity;
 use crate::state::Proxy;
 use crate::{admin, policy, status};
 use common::body::{self, BoxBody};
+use common::coalesce::{Coalesce, Preparing};
 use common::protocol;
 use common::ratelimit::truncate_for_log;
 use common::tuning;
@@ -22,10 +23,11 @@ use http::header::{self, HeaderValue};
 use http::uri::Scheme;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
+use hyper::service::{service_fn, Service};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::Watcher;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -81,7 +83,10 @@ async fn accept_tls(acceptor: TlsAcceptor, mut tcp: TcpStream) -> std::io::Resul
 }
 
 /// Read the first bytes under the deadline, settle the protocol (ALPN's choice when there is
-/// one) and serve it.
+/// one) and serve it. Each protocol's connection is boxed (as is each transport's
+/// [`serve_stream`] in [`serve_conn`]): an `async fn` is as large as its largest branch, and
+/// with everything inline an idle HTTP/1.1 connection's task took 25 KB, sized for the TLS,
+/// plain, HTTP/1.1 and HTTP/2 states it can never hold at once.
 async fn serve_stream<T>(proxy: Arc<Proxy>, mut io: T, alpn: Option<Protocol>, conn: FrontendConn, watcher: Watcher)
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -94,18 +99,36 @@ where
         }
     };
     let protocol = alpn.unwrap_or_else(|| fio::sniff(&prefix));
-    let io = TokioIo::new(FrontIo::new(io, prefix, proxy.limits.send_timeout));
-    serve_http(proxy, io, protocol, conn, watcher).await
+    let io = FrontIo::new(io, prefix, proxy.limits.send_timeout);
+    let served = match protocol {
+        Protocol::Http1 => Box::pin(serve_http1(proxy, io, conn, watcher)).await,
+        Protocol::Http2 => Box::pin(serve_http2(proxy, io, conn, watcher)).await,
+    };
+    if let Some(Err(e)) = served {
+        debug!(error = %e, "front-end connection ended with an error");
+    }
 }
 
-/// Serve HTTP/1.1 or HTTP/2 on an established connection. Each protocol's connection is boxed
-/// (as is each transport's [`serve_stream`] in [`serve_conn`]): an `async fn` is as large as its
-/// largest branch, and with everything inline an idle HTTP/1.1 connection's task took 25 KB,
-/// sized for the TLS, plain, HTTP/1.1 and HTTP/2 states it can never hold at once.
-async fn serve_http<I>(proxy: Arc<Proxy>, io: I, protocol: Protocol, conn: FrontendConn, watcher: Watcher)
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
+/// What a front-end connection's service answers each request with.
+type Answer = Result<Response<BoxBody>, Infallible>;
+
+/// The per-connection state every request's handler shares, and the connection's service.
+/// `preparing` (HTTP/2) counts the requests whose answers are being prepared.
+fn service(
+    proxy: &Arc<Proxy>,
+    conn: FrontendConn,
+    preparing: Option<Preparing>,
+) -> (
+    Arc<ConnActivity>,
+    impl Service<
+            Request<Incoming>,
+            Response = Response<BoxBody>,
+            Error = Infallible,
+            Future = impl Future<Output = Answer> + Send,
+        > + Clone
+        + Send
+        + 'static,
+) {
     let activity = Arc::new(ConnActivity::default());
     activity.last_change_ms.store(proxy.stalls.now_ms(), Ordering::Relaxed);
     let conn = Arc::new(conn);
@@ -113,39 +136,66 @@ where
         let (proxy, activity) = (proxy.clone(), activity.clone());
         service_fn(move |req| {
             let (proxy, conn, activity) = (proxy.clone(), conn.clone(), activity.clone());
-            async move { Ok::<_, Infallible>(handle(&proxy, req, &conn, activity).await) }
+            let preparing = preparing.as_ref().map(Preparing::start);
+            async move {
+                let resp = handle(&proxy, req, &conn, activity).await;
+                drop(preparing);
+                Ok(resp)
+            }
         })
     };
-    let limits = &proxy.limits;
-    let served = match protocol {
-        Protocol::Http1 => {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .max_buf_size(tuning::FRONTEND_BUFFER)
-                .max_header_size(tuning::MAX_REQUEST_HEAD)
-                // hyper's default of 100 header lines: a larger cap makes it allocate two
-                // arrays of that size on the heap for every request head it parses.
-                .serve_connection(io, service);
-            Box::pin(watch_idle(&proxy, &activity, watcher.watch(conn))).await
-        }
-        Protocol::Http2 => {
-            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .max_header_list_size(tuning::MAX_REQUEST_HEAD as u32)
-                .max_concurrent_streams(tuning::FRONTEND_MAX_CONCURRENT_STREAMS)
-                .initial_stream_window_size(tuning::STREAM_WINDOW)
-                .initial_connection_window_size(tuning::FRONTEND_H2_CONNECTION_WINDOW)
-                .max_send_buf_size(tuning::MAX_SEND_BUFFER)
-                .keep_alive_interval(tuning::KEEPALIVE_INTERVAL * 4)
-                .keep_alive_timeout(tuning::KEEPALIVE_TIMEOUT * 2)
-                .serve_connection(io, service);
-            Box::pin(watch_idle(&proxy, &activity, watcher.watch(conn))).await
-        }
-    };
-    if let Some(Err(e)) = served {
-        debug!(error = %e, "front-end connection ended with an error");
-    }
+    (activity, service)
+}
+
+/// Serve HTTP/1.1 on an established connection.
+async fn serve_http1<T>(
+    proxy: Arc<Proxy>,
+    io: FrontIo<T>,
+    conn: FrontendConn,
+    watcher: Watcher,
+) -> Option<Result<(), hyper::Error>>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (activity, service) = service(&proxy, conn, None);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(proxy.limits.header_timeout)
+        .max_buf_size(tuning::FRONTEND_BUFFER)
+        .max_header_size(tuning::MAX_REQUEST_HEAD)
+        // hyper's default of 100 header lines: a larger cap makes it allocate two
+        // arrays of that size on the heap for every request head it parses.
+        .serve_connection(TokioIo::new(io), service);
+    watch_idle(&proxy, &activity, watcher.watch(conn)).await
+}
+
+/// Serve HTTP/2 on an established connection. The responses ready in one scheduling round
+/// go out in one write ([`Coalesce`]): `h2` would otherwise write each small response on its
+/// own, one system call and one wake-up of the client apiece (a page of small assets, a
+/// player's segment requests).
+async fn serve_http2<T>(
+    proxy: Arc<Proxy>,
+    io: FrontIo<T>,
+    conn: FrontendConn,
+    watcher: Watcher,
+) -> Option<Result<(), hyper::Error>>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let preparing = Preparing::default();
+    let io = TokioIo::new(Coalesce::new(io, preparing.clone()));
+    let (activity, service) = service(&proxy, conn, Some(preparing));
+    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_header_list_size(tuning::MAX_REQUEST_HEAD as u32)
+        .max_concurrent_streams(tuning::FRONTEND_MAX_CONCURRENT_STREAMS)
+        .initial_stream_window_size(tuning::STREAM_WINDOW)
+        .initial_connection_window_size(tuning::FRONTEND_H2_CONNECTION_WINDOW)
+        .max_send_buf_size(tuning::MAX_SEND_BUFFER)
+        .keep_alive_interval(tuning::KEEPALIVE_INTERVAL * 4)
+        .keep_alive_timeout(tuning::KEEPALIVE_TIMEOUT * 2)
+        .serve_connection(io, service);
+    watch_idle(&proxy, &activity, watcher.watch(conn)).await
 }
 
 /// Run a connection until it ends, or drop it once it has had no request for the idle

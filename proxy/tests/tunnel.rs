@@ -65,6 +65,44 @@ async fn http2_front_end_with_prior_knowledge() {
     p.shutdown.cancel();
 }
 
+/// The proxy gathers the small responses ready at once on an HTTP/2 connection into one write
+/// and lets large frames pass behind them: small and large answers interleaved on one
+/// connection must all arrive whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_front_end_small_and_large_answers_at_once_arrive_whole() {
+    let (p, _media) = proxy_with_media_origin().await;
+    let tcp = TcpStream::connect(p.front).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    // Every body is read as it comes (as a browser does): one left unread would hold the
+    // client's own connection window and stall the rest.
+    let mut pending = Vec::new();
+    for i in 0..64 {
+        let path = if i % 16 == 5 { "/big.bin" } else { "/small.txt" };
+        let req = Request::get(format!("http://{}{path}", p.front)).body(Empty::<Bytes>::new()).unwrap();
+        let resp = sender.send_request(req);
+        pending.push((
+            path,
+            tokio::spawn(async move {
+                let resp = resp.await.unwrap();
+                (resp.status(), resp.into_body().collect().await.unwrap().to_bytes())
+            }),
+        ));
+    }
+    let big = pattern(24 * 1024 * 1024);
+    for (path, answer) in pending {
+        let (status, body) = answer.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{path}");
+        if path == "/big.bin" {
+            assert!(body == big, "a 24 MiB body differs");
+        } else {
+            assert_eq!(&body[..], b"hello through the tunnel\n");
+        }
+    }
+    p.shutdown.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_token_is_rejected_with_the_reason() {
     let p = start_proxy().await;
