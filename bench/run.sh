@@ -30,8 +30,13 @@
 # Rows: 1 KiB GETs at 64 connections (wrk -t2 -c64) and on one connection (wrk -t1 -c1),
 # 64 KiB GETs (wrk -t2 -c64), req/s with p50/p99; one 256 MiB download and 8 at once (curl,
 # MiB/s); server CPU-seconds per GiB over the downloads; peak RSS of both ends (VmHWM, reset
-# between the small-request and the download phase). Writes bench/.work/results.md; raw tool
-# outputs and daemon logs stay in bench/.work/.
+# between the small-request and the download phase). One more row for HTTP/2 front ends, as a
+# browser loads a page: 1 KiB GETs as 64 streams on one connection (h2load -c1 -m64, h2c with
+# prior knowledge), for the paths whose public port speaks it (nginx direct and the hop on an
+# extra `http2` listener, revmux on its usual port; bore and rathole would only relay it to
+# nginx's). h2load comes from Debian's nghttp2-client, installed with the other tools when the
+# benchmark runs as root; without it the row is left out. Writes bench/.work/results.md; raw
+# tool outputs and daemon logs stay in bench/.work/.
 #
 # Scale phase, after the rounds (revmux only; python3, and Debian's python3-h2 for HTTP/2):
 # BENCH_IDLE idle long-polls on one tunnel (a third p/c pair in front of bench/scale.py's
@@ -260,6 +265,8 @@ install_missing() {
   command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
   command -v setsid >/dev/null || need+=(util-linux)
   command -v openssl >/dev/null || need+=(openssl)
+  # Optional (the HTTP/2 row): installed when we may, else that row is left out.
+  command -v h2load >/dev/null || [ "$(id -u)" != 0 ] || need+=(nghttp2-client)
   [ "${#need[@]}" = 0 ] && return 0
   [ "$(id -u)" = 0 ] || die "missing tools (${need[*]}): install them (apt-get install ${need[*]}) or run as root"
   log "installing ${need[*]}"
@@ -414,7 +421,8 @@ pick_ports() {
     taken+="$p "
   done
 }
-pick_ports 18
+pick_ports 20
+NGX_H2_PORT=${PORTS[18]} HOP_H2_PORT=${PORTS[19]}
 FRONT3_PORT=${PORTS[14]} TUN3_PORT=${PORTS[15]} ADMIN3_PORT=${PORTS[16]} HOLD_PORT=${PORTS[17]}
 NGX_PORT=${PORTS[0]} HOP_PORT=${PORTS[1]}
 FRONT_PORT=${PORTS[2]} TUN_PORT=${PORTS[3]} ADMIN_PORT=${PORTS[4]}
@@ -425,6 +433,10 @@ URL[direct]=http://127.0.0.1:$NGX_PORT URL[hop]=http://127.0.0.1:$HOP_PORT
 URL[root]=http://127.0.0.1:$FRONT_PORT URL[upstream]=http://127.0.0.1:$FRONT2_PORT
 URL[bore]=http://127.0.0.1:$BORE_PORT URL[rathole]=http://127.0.0.1:$RH_PORT URL[rathole-tls]=http://127.0.0.1:$RHT_PORT
 ADMIN[root]=$ADMIN_PORT ADMIN[upstream]=$ADMIN2_PORT
+# The HTTP/2 row's URL per path (h2c with prior knowledge); paths without one are left out of it.
+declare -A URL_H2=([direct]=http://127.0.0.1:$NGX_H2_PORT [hop]=http://127.0.0.1:$HOP_H2_PORT
+  [root]=${URL[root]} [upstream]=${URL[upstream]})
+H2LOAD=$(command -v h2load || true)
 
 # http_code URL [CURL-ARGS...]: the status code, 000 on a transport error
 http_code() { curl -s --noproxy '*' --max-time 3 -o /dev/null -w '%{http_code}' "${@:2}" "$1" 2>/dev/null || true; }
@@ -456,6 +468,7 @@ start_nginx() {
 }
 render_nginx_conf direct "    server {
         listen 127.0.0.1:$NGX_PORT;
+        listen 127.0.0.1:$NGX_H2_PORT http2;
         root $FILES;
     }"
 # The hop, as a user would write it: proxy_pass to a keepalive upstream (HTTP/1.1, no
@@ -466,6 +479,7 @@ render_nginx_conf hop "    upstream direct {
     }
     server {
         listen 127.0.0.1:$HOP_PORT;
+        listen 127.0.0.1:$HOP_H2_PORT http2;
         location / {
             proxy_pass http://direct;
             proxy_http_version 1.1;
@@ -714,6 +728,32 @@ measure_wrk() {
   printf '   %s req/s, p50 %s ms, p99 %s ms\n' "${R[$row:$path:$round]}" "${R[$row.p50:$path:$round]}" "${R[$row.p99:$path:$round]}"
 }
 
+# measure_h2 PATH ROUND: the HTTP/2 row (h2load -c1 -m64 over h2c, 1 KiB): warm-up, then the
+# timed run; R[h2:PATH:ROUND] (req/s), R[h2.mean:PATH:ROUND] (mean ms a request).
+H2_ARGS=(-c1 -m64)
+measure_h2() {
+  local path=$1 round=$2 out warm label rc=0 f bad
+  [ -n "$H2LOAD" ] && [ -n "${URL_H2[$path]:-}" ] || return 0
+  out=$RAW/h2.$path.r$round.h2load.txt warm=$RAW/h2.$path.r$round.warmup.txt label="h2, round $round"
+  path_ready "$path" "before $label" || return 0
+  log "round $round/$ROUNDS, ${LABEL[$path]}: h2load ${H2_ARGS[*]} -D $SECS /$F1K (h2c)"
+  run_tool "$warm" $((WARM + 30)) "$H2LOAD" "${H2_ARGS[@]}" -D "$WARM" "${URL_H2[$path]}/$F1K" ||
+    path_fail "$path" "$label: h2load warm-up failed (exit $?)"
+  run_tool "$out" $((SECS + 60)) "$H2LOAD" "${H2_ARGS[@]}" -D "$SECS" "${URL_H2[$path]}/$F1K" || rc=$?
+  [ "$rc" = 0 ] || path_fail "$path" "$label: h2load failed (exit $rc)"
+  for f in "$warm" "$out"; do
+    # "requests: N total, N started, N done, N succeeded, F failed, E errored, T timeout"
+    bad=$(awk '/^requests:/ { print $10 + $12 + $14 } /^status codes:/ { print $5 + $7 + $9 }' "$f" | awk '{ s += $1 } END { print s + 0 }')
+    grep -q '^finished in' "$f" || { path_fail "$path" "$label: h2load printed no result ($f)"; rc=1; }
+    [ "$bad" = 0 ] || { path_fail "$path" "$label: h2load saw $bad failed, errored or non-2xx requests ($f)"; rc=1; }
+  done
+  path_ready "$path" "after $label" || return 0
+  [ "$rc" = 0 ] || return 0
+  R[h2:$path:$round]=$(awk '/^finished in/ { print $4 }' "$out")
+  R[h2.mean:$path:$round]=$(awk '/^time for request:/ { v = $6; if (v ~ /us$/) v = v / 1000; else if (v ~ /ms$/) v = v + 0; else if (v ~ /s$/) v = v * 1000; print v }' "$out")
+  printf '   %s req/s, mean %s ms a request\n' "${R[h2:$path:$round]}" "${R[h2.mean:$path:$round]}"
+}
+
 # download_check PATH LABEL OUT: curl's "code size speed" line; 1 unless 200 and every byte.
 download_check() {
   local code size speed
@@ -830,6 +870,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
       measure_wrk "$row" "$path" "$round"
     done
   done
+  for path in "${PATHS[@]}"; do measure_h2 "$path" "$round"; done
   read_ends_hwm small
   for path in "${PATHS[@]}"; do
     reset_ends_hwm "$path"
@@ -995,6 +1036,20 @@ md_tables() {
       "$(latency k1 "$path")" "$(latency k1c1 "$path")" "$(latency k64 "$path")" \
       "$(cell cpu "$path" 2)" "$(if [ "$path" = direct ]; then echo '–'; else cell cpuend "$path" 2; fi)" \
       "$(rss_cell small "$path")" "$(rss_cell dl "$path")"
+  done
+  echo
+  echo "### HTTP/2 front end: 1 KiB, 64 streams on one connection (h2load ${H2_ARGS[*]}, h2c)"
+  echo
+  if [ -z "$H2LOAD" ]; then
+    echo 'Not measured: no h2load (Debian: nghttp2-client; installed by this script when it runs as root).'
+    return 0
+  fi
+  echo '| path | req/s | ×direct | mean ms a request |'
+  echo '|---|---:|---:|---:|'
+  for path in "${PATHS[@]}"; do
+    [ -n "${URL_H2[$path]:-}" ] || continue
+    s=$(stats h2.mean "$path" | cut -d' ' -f1)
+    printf '| %s | %s | %s | %s |\n' "${LABEL[$path]}" "$(cell h2 "$path" 0)" "$(cell h2 "$path" 2 1)" "${s:-–}"
   done
 }
 
