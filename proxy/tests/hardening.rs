@@ -25,10 +25,7 @@ async fn an_oversized_head_gets_431_from_the_proxy_and_the_tunnel_stays() {
         assert!(answer.starts_with("HTTP/1.1 431"), "{}", &answer[..answer.len().min(80)]);
     }
     // HTTP/2: a header list over the front end's limit is refused on that stream only.
-    let tcp = tokio::net::TcpStream::connect(p.front).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
-    tokio::spawn(conn);
+    let (mut sender, _conn) = h2(p.front).await;
     let req = Request::get(format!("http://{}/small.txt", p.front))
         .header("x-big", "~".repeat(40_000))
         .body(Empty::<Bytes>::new())
@@ -118,10 +115,7 @@ async fn thousands_of_abandoned_downloads_never_end_the_tunnel() {
     }
     // And HTTP/2 streams reset right after their HEADERS, on many connections.
     for _ in 0..20 {
-        let tcp = tokio::net::TcpStream::connect(p.front).await.unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
-        let conn = tokio::spawn(conn);
+        let (mut sender, conn) = h2(p.front).await;
         for _ in 0..100 {
             let req = Request::get(format!("http://{}/big.bin", p.front)).body(Empty::<Bytes>::new()).unwrap();
             let pending = tokio::spawn(sender.send_request(req));

@@ -9,11 +9,10 @@ use common::tls::Trust;
 use common::Secret;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use origin::config::App;
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 mod kit;
 use kit::*;
@@ -48,10 +47,7 @@ async fn files_cross_the_tunnel_byte_exact() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_front_end_with_prior_knowledge() {
     let (p, _media) = proxy_with_media_origin().await;
-    let tcp = TcpStream::connect(p.front).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
-    tokio::spawn(conn);
+    let (mut sender, _conn) = h2(p.front).await;
     let mut pending = Vec::new();
     for _ in 0..16 {
         let req = Request::get(format!("http://{}/small.txt", p.front)).body(Empty::<Bytes>::new()).unwrap();
@@ -71,10 +67,7 @@ async fn http2_front_end_with_prior_knowledge() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_front_end_small_and_large_answers_at_once_arrive_whole() {
     let (p, _media) = proxy_with_media_origin().await;
-    let tcp = TcpStream::connect(p.front).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
-    tokio::spawn(conn);
+    let (mut sender, _conn) = h2(p.front).await;
     // Every body is read as it comes (as a browser does): one left unread would hold the
     // client's own connection window and stall the rest.
     let mut pending = Vec::new();
@@ -247,10 +240,7 @@ async fn a_client_vanishing_with_many_requests_in_flight_keeps_the_tunnel() {
     // Several HTTP/2 front-end connections each open 200 streams and vanish at once, so the
     // proxy resets hundreds of tunnel streams, many before the origin has accepted them.
     for _ in 0..10 {
-        let tcp = TcpStream::connect(p.front).await.unwrap();
-        let (mut sender, conn) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
-        let conn = tokio::spawn(conn);
+        let (mut sender, conn) = h2(p.front).await;
         let mut pending = Vec::new();
         for _ in 0..200 {
             let req = Request::get(format!("http://{}/small.txt", p.front)).body(Empty::<Bytes>::new()).unwrap();

@@ -9,8 +9,8 @@ use common::certs;
 use common::tls::Trust;
 use common::Secret;
 use http::{Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use origin::config::{App, ProxyAddr, Settings};
 use origin::files::FileServer;
 use std::net::SocketAddr;
@@ -132,6 +132,16 @@ pub async fn h1(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Ful
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
     tokio::spawn(conn);
     sender
+}
+
+/// A front-end HTTP/2 connection with prior knowledge (h2c), and its connection task (abort it
+/// to make the client vanish).
+pub async fn h2(
+    addr: SocketAddr,
+) -> (hyper::client::conn::http2::SendRequest<Empty<Bytes>>, JoinHandle<Result<(), hyper::Error>>) {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.unwrap();
+    (sender, tokio::spawn(conn))
 }
 
 pub async fn get(addr: SocketAddr, path: &str) -> (StatusCode, http::HeaderMap, Bytes) {
