@@ -14,7 +14,7 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
+use tracing_subscriber::Layer;
 
 /// The tracing target of access-log lines, one per front-end request.
 pub const ACCESS_TARGET: &str = "revmux::access";
@@ -94,12 +94,10 @@ pub fn init(format: LogFormat) {
 /// default), access-log lines where `access` says. Fails only when the access-log file cannot
 /// be opened.
 pub fn init_with_access(format: LogFormat, access: &AccessLog) -> std::io::Result<LogGuard> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let (filter, unreadable) = log_filter(rust_log.as_deref());
     // Access lines are the access layer's alone, so RUST_LOG neither hides nor doubles them.
-    let filter = match format!("{ACCESS_TARGET}=off").parse() {
-        Ok(directive) => filter.add_directive(directive),
-        Err(_) => filter,
-    };
+    let filter = filter.with_target(ACCESS_TARGET, LevelFilter::OFF);
     let ansi = std::io::stderr().is_terminal();
     let main = match format {
         LogFormat::Human => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(ansi).boxed(),
@@ -133,7 +131,29 @@ pub fn init_with_access(format: LogFormat, access: &AccessLog) -> std::io::Resul
     };
     // A second init (tests) keeps the first subscriber; that is not an error worth reporting.
     let _ = tracing_subscriber::registry().with(main).with(access_layer).try_init();
+    if let Some(e) = unreadable {
+        tracing::warn!(
+            "RUST_LOG={:?} is not understood ({e}); logging at info. Give a level (debug) or \
+             target=level pairs separated by commas (info,h2=debug)",
+            rust_log.unwrap_or_default()
+        );
+    }
     Ok(LogGuard { _worker: guard })
+}
+
+/// What the normal log shows: `RUST_LOG`'s `level` and `target=level` directives (`info` when
+/// it is unset or empty), or `info` and why when it cannot be read. Targets match by module
+/// path prefix, the most specific winning, as `RUST_LOG` does everywhere; span and field
+/// directives (`target[span{field}]`) are not supported.
+fn log_filter(rust_log: Option<&str>) -> (Targets, Option<String>) {
+    let info = || Targets::new().with_default(LevelFilter::INFO);
+    match rust_log.map(str::trim) {
+        None | Some("") => (info(), None),
+        Some(directives) => match directives.parse::<Targets>() {
+            Ok(targets) => (targets, None),
+            Err(e) => (info(), Some(e.to_string())),
+        },
+    }
 }
 
 static REOPEN_ACCESS_LOG: AtomicU64 = AtomicU64::new(0);
@@ -211,6 +231,34 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rust_log_directives() {
+        use tracing::Level;
+        let (default, e) = log_filter(None);
+        assert!(e.is_none());
+        assert!(default.would_enable("proxy::forward", &Level::INFO));
+        assert!(!default.would_enable("proxy::forward", &Level::DEBUG));
+        assert!(log_filter(Some("  ")).0.would_enable("h2", &Level::INFO));
+
+        let (f, e) = log_filter(Some("warn,proxy=debug,h2::codec=trace"));
+        assert!(e.is_none());
+        assert!(f.would_enable("proxy::forward", &Level::DEBUG), "a module under a target");
+        assert!(!f.would_enable("proxy::forward", &Level::TRACE));
+        assert!(f.would_enable("h2::codec::framed_read", &Level::TRACE), "the most specific wins");
+        assert!(!f.would_enable("h2::proto", &Level::INFO), "the default level");
+        assert!(f.would_enable("h2::proto", &Level::WARN));
+        assert!(log_filter(Some("debug")).0.would_enable("origin", &Level::DEBUG));
+
+        let (f, e) = log_filter(Some("info,proxy=loud"));
+        assert!(e.is_some(), "an unknown level is reported");
+        assert!(f.would_enable("proxy", &Level::INFO) && !f.would_enable("proxy", &Level::DEBUG), "info instead");
+
+        // The access target is switched off in the normal log whatever RUST_LOG says.
+        let f = log_filter(Some("trace,revmux::access=trace")).0.with_target(ACCESS_TARGET, LevelFilter::OFF);
+        assert!(!f.would_enable(ACCESS_TARGET, &Level::ERROR));
+        assert!(f.would_enable("revmux::other", &Level::TRACE));
+    }
 
     #[test]
     fn access_log_values() {
