@@ -6,7 +6,8 @@
 # to bind naming the address, without touching the running proxy's certificate files; c
 # pointed at the front end (plain or TLS) or holding another proxy's CA logs at ERROR what to
 # change; plain HTTP to the TLS front end gets a 400 naming https://; p status against a
-# wrong admin port names the address it tried and how to point it elsewhere.
+# wrong admin port names the address it tried and how to point it elsewhere; a RUST_LOG it
+# cannot read is reported, with how to write one.
 # case-timeout: 150
 # shellcheck source=lib.sh
 . "$(dirname "$0")/../lib.sh"
@@ -39,6 +40,11 @@ check_match "it says to start p first" 'Start p first' "$early"
 check_match "it names the token file it looked for" 'certs/token' "$early"
 check_match "it names the CA file p will create" 'certs/ca\.pem' "$early"
 check_match "it names the tunnel address it will dial and the flag" "localhost:$tp.*--proxy" "$early"
+
+# --- a RUST_LOG it cannot read: said at start-up, with how to write one ----------------------
+RUST_LOG='info,h2=lots' "$C_BIN" --proxy "localhost:$tp" --root root >"$T/c-badlog.out" 2>&1
+check_match "an unreadable RUST_LOG is named, with how to write one" \
+  'WARN.*RUST_LOG="info,h2=lots" is not understood.*info,h2=debug' "$(cat "$T/c-badlog.out")"
 if [[ $early == *"invalid value for --token"* ]]; then
   fail "it does not blame --token (none was given)" "no 'invalid value for --token'" "$(oneline "$early")"
 else
