@@ -23,6 +23,7 @@ pub mod shutdown;
 pub mod tls;
 pub mod tuning;
 pub mod tunnel;
+pub mod upload;
 
 pub use secret::Secret;
 

@@ -14,6 +14,7 @@
 
 use common::body::{self, BoxBody};
 use common::headers::remove_hop_by_hop;
+use common::upload::{answer_within, Late, Tracked};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -31,8 +32,9 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// How long the local service may take to start answering (response headers). Bodies may
-/// stream for as long as they like.
+/// How long the local service may take to start answering (response headers), counted from the
+/// end of the request: while a request body is still moving, from its last piece. Bodies may
+/// stream for as long as they like, both ways.
 pub const RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Most header lines accepted in one response head from the local service (hyper's default,
@@ -86,6 +88,8 @@ struct Inner {
     /// `host:port` to dial.
     connect_to: String,
     pool: Pool,
+    /// [`RESPONSE_HEADER_TIMEOUT`] (shorter in tests).
+    answer_timeout: Duration,
 }
 
 /// Why the local service could not be asked.
@@ -122,11 +126,12 @@ pub enum UpstreamUrlError {
 
 impl Upstream {
     pub fn new(url: &str) -> Result<Self, UpstreamUrlError> {
-        Self::with_idle_timeout(url, POOL_IDLE_TIMEOUT)
+        Self::with_timeouts(url, POOL_IDLE_TIMEOUT, RESPONSE_HEADER_TIMEOUT)
     }
 
-    /// [`Upstream::new`] with another idle timeout for pooled connections (tests).
-    fn with_idle_timeout(url: &str, idle_timeout: Duration) -> Result<Self, UpstreamUrlError> {
+    /// [`Upstream::new`] with another idle timeout for pooled connections and another
+    /// response-head timeout (tests).
+    fn with_timeouts(url: &str, idle_timeout: Duration, answer_timeout: Duration) -> Result<Self, UpstreamUrlError> {
         let uri: Uri = url.parse().map_err(|e| UpstreamUrlError::Invalid(url.to_owned(), e))?;
         if uri.scheme() != Some(&Scheme::HTTP) {
             return Err(UpstreamUrlError::Scheme(url.to_owned()));
@@ -137,7 +142,7 @@ impl Upstream {
         }
         let connect_to = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
         let pool = Pool { idle: Mutex::new(VecDeque::new()), idle_timeout, reaper_started: AtomicBool::new(false) };
-        Ok(Upstream { inner: Arc::new(Inner { base: uri, authority, connect_to, pool }) })
+        Ok(Upstream { inner: Arc::new(Inner { base: uri, authority, connect_to, pool, answer_timeout }) })
     }
 
     pub fn url(&self) -> &Uri {
@@ -170,8 +175,19 @@ impl Upstream {
                 parts.headers.insert(header::HOST, host);
             }
         }
-        let req = Request::from_parts(parts, incoming);
-        match tokio::time::timeout(RESPONSE_HEADER_TIMEOUT, self.send(req)).await {
+        // The answer is due RESPONSE_HEADER_TIMEOUT after the request's end: an upload that
+        // keeps moving may take as long as it takes (common::upload).
+        let timeout = self.inner.answer_timeout;
+        let answered = if http_body::Body::is_end_stream(&incoming) {
+            answer_within(self.send_pooled(Request::from_parts(parts, incoming)), timeout, None).await
+        } else {
+            let (body, progress) = Tracked::new(incoming);
+            // Boxed: the stream's task (spawned, and moved, per stream) stays the size the
+            // common case needs.
+            let send = Box::pin(self.send_upload(Request::from_parts(parts, body)));
+            answer_within(send, timeout, Some(&progress)).await
+        };
+        match answered {
             Ok(Ok(resp)) if head_len(resp.headers()) > MAX_RESPONSE_HEAD => self.head_too_large(),
             Ok(Ok(mut resp)) => {
                 strip_hop_by_hop(resp.headers_mut());
@@ -183,21 +199,34 @@ impl Upstream {
                 tracing::warn!(upstream = %self.inner.base, error = %cause, "upstream request failed");
                 error(StatusCode::BAD_GATEWAY, format!("502 bad gateway: upstream {} failed: {cause}", self.inner.base))
             }
-            Err(_) => {
-                tracing::warn!(upstream = %self.inner.base, timeout = ?RESPONSE_HEADER_TIMEOUT, "upstream did not answer in time");
-                error(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!(
-                        "504 gateway timeout: upstream {} did not answer within {RESPONSE_HEADER_TIMEOUT:?}",
-                        self.inner.base
-                    ),
-                )
-            }
+            Err(late) => self.too_late(late),
         }
     }
 }
 
 impl Upstream {
+    /// The answer when [`answer_within`] gave up: the service did not answer, or did not read
+    /// the request body, or the body itself stopped coming (from the proxy).
+    fn too_late(&self, late: Late) -> Response<BoxBody> {
+        let (base, after) = (&self.inner.base, self.inner.answer_timeout);
+        let (status, message) = match late {
+            Late::Answer => (
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("504 gateway timeout: upstream {base} did not answer within {after:?}"),
+            ),
+            Late::Receiver => (
+                StatusCode::GATEWAY_TIMEOUT,
+                format!("504 gateway timeout: upstream {base} read nothing more of the request body for {after:?}"),
+            ),
+            Late::Sender => (
+                StatusCode::REQUEST_TIMEOUT,
+                format!("408 request timeout: nothing more of the request body came for {after:?}"),
+            ),
+        };
+        tracing::warn!(upstream = %base, timeout = ?after, ?late, "upstream exchange timed out");
+        error(status, message)
+    }
+
     /// The 502 for a response head over [`MAX_RESPONSE_HEAD`] or [`MAX_RESPONSE_HEADERS`]. The
     /// response (if any) is dropped unread, and its connection with it.
     fn head_too_large(&self) -> Response<BoxBody> {
@@ -213,17 +242,6 @@ impl Upstream {
         )
     }
 
-    /// `req` is in origin form, with its `Host`.
-    async fn send(&self, req: Request<Incoming>) -> Result<Response<BoxBody>, SendError> {
-        if http_body::Body::is_end_stream(req.body()) {
-            self.send_pooled(req).await
-        } else {
-            // Boxed: the stream's task (spawned, and moved, per stream) stays the size the
-            // common case needs.
-            Box::pin(self.send_upload(req)).await
-        }
-    }
-
     /// A TCP connection to the service, within the handshake timeout.
     async fn dial(&self) -> Result<TcpStream, SendError> {
         let connect = TcpStream::connect(self.inner.connect_to.as_str());
@@ -236,8 +254,9 @@ impl Upstream {
         Ok(tcp)
     }
 
-    /// Send over an idle pooled connection or a new one; the connection goes back to the pool
-    /// once the response body has been read to its end.
+    /// Send a request without a body (`req` in origin form, with its `Host`) over an idle
+    /// pooled connection or a new one; the connection goes back to the pool once the response
+    /// body has been read to its end.
     async fn send_pooled(&self, mut req: Request<Incoming>) -> Result<Response<BoxBody>, SendError> {
         loop {
             let (mut conn, reused) = match self.inner.pool.take() {
@@ -281,8 +300,9 @@ impl Upstream {
         Ok(Box::new(PooledConn { sender, conn, ended: false }))
     }
 
-    /// A request with a body, on a connection of its own (see the module docs).
-    async fn send_upload(&self, req: Request<Incoming>) -> Result<Response<BoxBody>, SendError> {
+    /// A request with a body, on a connection of its own (see the module docs). `req` is in
+    /// origin form, with its `Host`, as for [`Upstream::send_pooled`].
+    async fn send_upload(&self, req: Request<Tracked<Incoming>>) -> Result<Response<BoxBody>, SendError> {
         let tcp = self.dial().await?;
         // A second handle on the socket, to reset it if the stream is abandoned (see below).
         let (tcp, handle) = match tcp.into_std().and_then(|std| Ok((std.try_clone()?, std))) {
@@ -789,9 +809,11 @@ mod tests {
 
     /// An HTTP/2 connection to `upstream`, as the proxy has over the tunnel (same header list
     /// limit). The second value ends when the connection does.
-    async fn tunnel(
-        upstream: Upstream,
-    ) -> (hyper::client::conn::http2::SendRequest<Full<Bytes>>, tokio::task::JoinHandle<()>) {
+    async fn tunnel<B>(upstream: Upstream) -> (hyper::client::conn::http2::SendRequest<B>, tokio::task::JoinHandle<()>)
+    where
+        B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+        B::Error: Into<common::body::BoxError>,
+    {
         let (proxy_side, origin_side) = tokio::io::duplex(1024 * 1024);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
@@ -933,7 +955,9 @@ mod tests {
     #[tokio::test]
     async fn idle_connections_are_closed_after_the_idle_timeout() {
         let (addr, connections) = counted_service().await;
-        let upstream = Upstream::with_idle_timeout(&format!("http://{addr}"), Duration::from_millis(200)).unwrap();
+        let upstream =
+            Upstream::with_timeouts(&format!("http://{addr}"), Duration::from_millis(200), RESPONSE_HEADER_TIMEOUT)
+                .unwrap();
         let (mut sender, _conn) = tunnel(upstream).await;
         assert_eq!(ask(&mut sender, http::Method::GET, "/", b"").await.0, StatusCode::OK);
         assert!(connections.wait_open(1).await);
@@ -996,5 +1020,85 @@ mod tests {
             let text = String::from_utf8(got.to_vec()).unwrap();
             assert!(text.contains(&format!("upstream http://{addr}/ failed: cannot connect")), "{text}");
         }
+    }
+
+    /// A request body sent piece by piece: each `Bytes` on the channel is a frame; dropping
+    /// the sender ends it.
+    type Fed = http_body_util::StreamBody<
+        futures_util::stream::PollFn<
+            Box<
+                dyn FnMut(&mut Context<'_>) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> + Send + Unpin,
+            >,
+        >,
+    >;
+
+    fn fed() -> (tokio::sync::mpsc::Sender<Bytes>, Fed) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+        let next: Box<dyn FnMut(&mut Context<'_>) -> _ + Send + Unpin> =
+            Box::new(move |cx: &mut Context<'_>| rx.poll_recv(cx).map(|d| d.map(|d| Ok(http_body::Frame::data(d)))));
+        (tx, http_body_util::StreamBody::new(futures_util::stream::poll_fn(next)))
+    }
+
+    /// PUT a [`fed`] body of `pieces` 1 KiB frames, one every `every`, then end it or (with
+    /// `stall`) keep it open with nothing more; the answer's status and text.
+    async fn upload(upstream: Upstream, pieces: usize, every: Duration, stall: bool) -> (StatusCode, String) {
+        let (mut sender, _conn) = tunnel::<Fed>(upstream).await;
+        let (tx, body) = fed();
+        let feeder = tokio::spawn(async move {
+            for _ in 0..pieces {
+                tokio::time::sleep(every).await;
+                tx.send(Bytes::from(vec![b'u'; 1024])).await.expect("the body is read");
+            }
+            if stall {
+                std::future::pending::<()>().await;
+            }
+        });
+        let req = Request::put("http://public.example/upload").body(body).unwrap();
+        let resp =
+            tokio::time::timeout(Duration::from_secs(10), sender.send_request(req)).await.expect("answered").unwrap();
+        let status = resp.status();
+        let text = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        feeder.abort();
+        (status, String::from_utf8_lossy(&text).into_owned())
+    }
+
+    #[tokio::test]
+    async fn the_answer_timeout_counts_from_the_end_of_the_upload() {
+        let addr = scripted_service().await;
+        let short = Duration::from_millis(300);
+        let upstream = || Upstream::with_timeouts(&format!("http://{addr}"), POOL_IDLE_TIMEOUT, short).unwrap();
+        // Eight pieces 100 ms apart: more than twice the timeout, but never 300 ms without one.
+        let (status, text) = upload(upstream(), 8, Duration::from_millis(100), false).await;
+        assert_eq!(status, StatusCode::OK, "{text}");
+        assert!(text.starts_with("PUT /upload HTTP/1.1"), "{text}");
+        // A body that stops coming (from the proxy): 408, the service is not blamed.
+        let (status, text) = upload(upstream(), 2, Duration::from_millis(50), true).await;
+        assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{text}");
+        assert!(text.contains("nothing more of the request body came for 300ms"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_service_that_reads_no_upload_gets_a_504_naming_it() {
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((tcp, _)) = silent.accept().await {
+                held.push(tcp);
+            }
+        });
+        let upstream =
+            Upstream::with_timeouts(&format!("http://{addr}"), POOL_IDLE_TIMEOUT, Duration::from_millis(300)).unwrap();
+        let (mut sender, _conn) = tunnel::<Full<Bytes>>(upstream).await;
+        // More than the loopback buffers hold.
+        let req =
+            Request::put("http://public.example/upload").body(Full::new(Bytes::from(vec![0u8; 64 << 20]))).unwrap();
+        let resp =
+            tokio::time::timeout(Duration::from_secs(10), sender.send_request(req)).await.expect("answered").unwrap();
+        let status = resp.status();
+        let text = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{text:?}");
+        assert!(String::from_utf8_lossy(&text)
+            .contains(&format!("upstream http://{addr}/ read nothing more of the request body")));
     }
 }

@@ -52,6 +52,10 @@ pub enum Error {
     TunnelsClosed(String),
     #[error("origin {origin} did not start answering within {after:?}")]
     ResponseTimeout { origin: String, after: Duration },
+    #[error("the request body stopped: nothing more of it came for {after:?}")]
+    UploadStalled { after: Duration },
+    #[error("origin {origin} took nothing more of the request body for {after:?}")]
+    UploadNotTaken { origin: String, after: Duration },
     #[error("this client already has {0} requests in flight; try again shortly")]
     ClientBusy(usize),
     #[error("origin {origin} already has {waiting} requests waiting for a stream; try again shortly")]
@@ -71,7 +75,8 @@ impl Error {
             | Error::Origin { .. }
             | Error::Url { .. }
             | Error::TunnelsClosed(_) => StatusCode::BAD_GATEWAY,
-            Error::ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Error::ResponseTimeout { .. } | Error::UploadNotTaken { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Error::UploadStalled { .. } => StatusCode::REQUEST_TIMEOUT,
             Error::ClientBusy(_) | Error::OriginBusy { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -82,7 +87,8 @@ impl Error {
             | Error::BadHost(_)
             | Error::TunnelRequestOnFrontEnd
             | Error::Unsupported(_)
-            | Error::ClientBusy(_) => Side::Client,
+            | Error::ClientBusy(_)
+            | Error::UploadStalled { .. } => Side::Client,
             Error::NoRoute { .. } | Error::Forbidden(_) | Error::Unauthorized { .. } | Error::OriginBusy { .. } => {
                 Side::Proxy
             }
@@ -94,13 +100,21 @@ impl Error {
             | Error::OriginDown(_)
             | Error::Origin { .. }
             | Error::Url { .. }
-            | Error::ResponseTimeout { .. } => Side::Origin,
+            | Error::ResponseTimeout { .. }
+            | Error::UploadNotTaken { .. } => Side::Origin,
         }
     }
 
     /// Whether the client may simply send the same request again: nothing reached an origin.
     pub fn retry_safe(&self) -> bool {
-        !matches!(self, Error::Origin { .. } | Error::Url { .. } | Error::ResponseTimeout { .. })
+        !matches!(
+            self,
+            Error::Origin { .. }
+                | Error::Url { .. }
+                | Error::ResponseTimeout { .. }
+                | Error::UploadStalled { .. }
+                | Error::UploadNotTaken { .. }
+        )
     }
 
     /// The metrics label (`revmux_failed_requests_total{reason}`).
@@ -109,7 +123,8 @@ impl Error {
             Error::NoOrigin | Error::OriginDown(_) => "no_origin",
             Error::Origin { .. } | Error::Url { .. } | Error::TunnelsClosed(_) => "origin_failed",
             Error::NoHost | Error::BadHost(_) | Error::TunnelRequestOnFrontEnd | Error::Unsupported(_) => "bad_request",
-            Error::ResponseTimeout { .. } => "response_timeout",
+            Error::ResponseTimeout { .. } | Error::UploadNotTaken { .. } => "response_timeout",
+            Error::UploadStalled { .. } => "upload_stalled",
             Error::ClientBusy(_) => "client_busy",
             Error::OriginBusy { .. } => "origin_busy",
             Error::NoRoute { .. } => "no_route",
@@ -118,11 +133,12 @@ impl Error {
     }
 
     /// Every label, so metrics list each one even at zero.
-    pub const LABELS: [&'static str; 8] = [
+    pub const LABELS: [&'static str; 9] = [
         "no_origin",
         "origin_failed",
         "bad_request",
         "response_timeout",
+        "upload_stalled",
         "client_busy",
         "origin_busy",
         "no_route",
@@ -180,6 +196,11 @@ mod tests {
         let timeout = Error::ResponseTimeout { origin: "o".into(), after: Duration::from_secs(1) };
         assert!(!timeout.retry_safe());
         assert!(Error::LABELS.contains(&timeout.label()));
+        let stalled = Error::UploadStalled { after: Duration::from_secs(1) };
+        assert_eq!((stalled.status(), stalled.side()), (StatusCode::REQUEST_TIMEOUT, Side::Client));
+        assert!(Error::LABELS.contains(&stalled.label()) && !stalled.retry_safe());
+        let not_taken = Error::UploadNotTaken { origin: "o".into(), after: Duration::from_secs(1) };
+        assert_eq!((not_taken.status(), not_taken.side()), (StatusCode::GATEWAY_TIMEOUT, Side::Origin));
         assert_eq!(Error::NoRoute { host: "a".into(), path: "/b".into() }.status(), StatusCode::NOT_FOUND);
     }
 }

@@ -17,6 +17,7 @@ use common::body::{self, BoxBody, BoxError};
 use common::headers::remove_hop_by_hop;
 use common::ratelimit::truncate_for_log;
 use common::tuning;
+use common::upload::{answer_within, Late};
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Method, Request, Response, Uri, Version};
@@ -169,7 +170,9 @@ async fn client_slot(proxy: &Proxy, conn: &FrontendConn) -> Result<StreamPermit,
 /// the client's stream slots (see `common::tuning`). Tunnels of this origin only are tried,
 /// fewest streams first; one that turns out closed before the request left is skipped (the
 /// request is handed back untouched). Once a stream is open, a failure is reported, never
-/// retried, since the origin may have acted on it. The origin must start answering in `timeout`.
+/// retried, since the origin may have acted on it. The origin must start answering within
+/// `timeout` of the request's end; while a body is still moving, each frame restarts it
+/// ([`common::upload`]): an upload of any length gets through, one that stops does not.
 pub async fn to_origin(
     proxy: &Proxy,
     req: Request<ToOrigin>,
@@ -191,7 +194,8 @@ pub async fn to_origin(
     }
     let slot = client_slot(proxy, conn).await?;
     let client = client_key(conn.peer.ip());
-    let (parts, body) = req.into_parts();
+    let (parts, mut body) = req.into_parts();
+    let progress = body.track();
     let (mut head, mut body) = (Some(Request::from_parts(parts, ())), Some(body));
     let last = pool.len() - 1;
     for (i, tunnel) in pool.into_iter().enumerate() {
@@ -213,10 +217,10 @@ pub async fn to_origin(
             }
             Err((e, _)) => return Err(Error::Origin { origin: tunnel.origin.clone(), source: e }),
         };
-        let resp = match tokio::time::timeout(timeout, opened.response).await {
+        let resp = match answer_within(opened.response, timeout, progress.as_deref()).await {
             Ok(Ok(resp)) => resp,
             Ok(Err(e)) => return Err(Error::Origin { origin: tunnel.origin.clone(), source: e }),
-            Err(_) => return Err(Error::ResponseTimeout { origin: tunnel.origin.clone(), after: timeout }),
+            Err(late) => return Err(too_late(late, &tunnel.origin, timeout)),
         };
         Tunnel::add(&tunnel.stats.requests, 1);
         let (parts, recv) = resp.into_parts();
@@ -270,18 +274,28 @@ pub async fn to_url(
     if let Some(host) = host.and_then(|h| HeaderValue::try_from(h.as_str()).ok()) {
         req.headers_mut().insert(header::HOST, host);
     }
-    let resp = match tokio::time::timeout(timeout, url_client().request(req)).await {
+    let progress = req.body_mut().track();
+    let resp = match answer_within(url_client().request(req), timeout, progress.as_deref()).await {
         Ok(Ok(resp)) => resp,
         Ok(Err(e)) => {
             let reason = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
             return Err(Error::Url { url: text.to_owned(), reason });
         }
-        Err(_) => return Err(Error::ResponseTimeout { origin: text.to_owned(), after: timeout }),
+        Err(late) => return Err(too_late(late, text, timeout)),
     };
     let (mut parts, incoming) = resp.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     let body = Held { inner: incoming, _slot: slot, _active: active };
     Ok(Response::from_parts(parts, body::boxed(body)))
+}
+
+/// The error for an answer that did not come in time ([`answer_within`]), from `target`.
+fn too_late(late: Late, target: &str, after: Duration) -> Error {
+    match late {
+        Late::Answer => Error::ResponseTimeout { origin: target.to_owned(), after },
+        Late::Sender => Error::UploadStalled { after },
+        Late::Receiver => Error::UploadNotTaken { origin: target.to_owned(), after },
+    }
 }
 
 /// A `url` target's response body, holding the client's slot until it is done.

@@ -3,6 +3,7 @@
 //! the origin that was asked for. Depends on nothing else in the proxy.
 
 use bytes::Bytes;
+use common::upload::Progress;
 use common::Secret;
 use h2::client::SendRequest;
 use http_body::{Body, Frame, SizeHint};
@@ -303,16 +304,27 @@ pub struct ToOrigin {
     meter: Option<Arc<Tunnel>>,
     /// Every body byte received from the front-end client (for its access-log line).
     received: Option<Arc<AtomicU64>>,
+    /// How the upload is getting on, for the response-head deadline ([`ToOrigin::track`]).
+    progress: Option<Arc<Progress>>,
 }
 
 impl ToOrigin {
     pub fn new(inner: Incoming) -> Self {
-        ToOrigin { inner, meter: None, received: None }
+        ToOrigin { inner, meter: None, received: None, progress: None }
     }
 
     /// Count every body byte into `received` too, whichever tunnel or target it goes to.
     pub fn counted(inner: Incoming, received: Arc<AtomicU64>) -> Self {
-        ToOrigin { inner, meter: None, received: Some(received) }
+        ToOrigin { inner, meter: None, received: Some(received), progress: None }
+    }
+
+    /// Report the body's progress from now on, for [`common::upload::answer_within`]; `None`
+    /// for a request without a body.
+    pub fn track(&mut self) -> Option<Arc<Progress>> {
+        if self.inner.is_end_stream() {
+            return None;
+        }
+        Some(self.progress.get_or_insert_with(Progress::new).clone())
     }
 
     /// Count the body's bytes into this tunnel from now on.
@@ -326,7 +338,11 @@ impl Body for ToOrigin {
     type Error = hyper::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let frame = ready!(Pin::new(&mut self.inner).poll_frame(cx));
+        let poll = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Some(progress) = &self.progress {
+            progress.observe(&poll, self.inner.is_end_stream());
+        }
+        let frame = ready!(poll);
         if let Some(data) = frame.as_ref().and_then(|f| f.as_ref().ok()).and_then(Frame::data_ref) {
             let n = data.len() as u64;
             if let Some(tunnel) = &self.meter {

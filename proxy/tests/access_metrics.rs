@@ -9,12 +9,8 @@ mod kit;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use kit::*;
-use std::convert::Infallible;
 use std::sync::{Arc, Mutex, OnceLock};
-use tokio::net::TcpListener;
 
 /// Every access line written in this test binary, as JSON.
 #[derive(Clone, Default)]
@@ -60,24 +56,6 @@ async fn one_line(lines: &Lines, path: &str) -> serde_json::Value {
     let found = lines_for(lines, path);
     assert_eq!(found.len(), 1, "exactly one access line for {path}: {found:?}");
     found[0]["fields"].clone()
-}
-
-/// A local service answering every request with the number of body bytes it received.
-async fn counting_upstream() -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let service = service_fn(|req: Request<hyper::body::Incoming>| async move {
-                    let n = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
-                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(n.to_string()))))
-                });
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
-            });
-        }
-    });
-    addr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,8 @@ mod kit;
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
-use http_body_util::{Empty, Full};
+use http_body::Frame;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use kit::*;
 use std::time::{Duration, Instant};
@@ -163,6 +164,90 @@ async fn an_origin_that_never_answers_gets_504_after_the_response_timeout() {
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
     assert!(String::from_utf8_lossy(&body).contains("origin app did not start answering"), "{body:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
+    p.shutdown.cancel();
+}
+
+/// PUT `path` with a body of `pieces` 1 KiB frames, one every `every`; with `stall` the body
+/// then neither goes on nor ends. The answer's status and text.
+async fn upload_in_pieces(
+    addr: std::net::SocketAddr,
+    path: &str,
+    (pieces, every): (usize, Duration),
+    stall: bool,
+) -> (StatusCode, String) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let frames = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx).map(|d| d.map(|d| Ok::<_, std::convert::Infallible>(Frame::data(d))))
+    });
+    let feeder = tokio::spawn(async move {
+        for _ in 0..pieces {
+            tokio::time::sleep(every).await;
+            if tx.send(Bytes::from(vec![b'u'; 1024])).await.is_err() {
+                return;
+            }
+        }
+        if stall {
+            std::future::pending::<()>().await;
+        }
+    });
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(conn);
+    let req = Request::put(path).header("host", "example.test").body(StreamBody::new(frames)).unwrap();
+    let resp =
+        tokio::time::timeout(Duration::from_secs(20), sender.send_request(req)).await.expect("answered").unwrap();
+    let status = resp.status();
+    let text = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    feeder.abort();
+    (status, String::from_utf8_lossy(&text).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_keeps_moving_outlasts_the_response_timeout() {
+    let service = counting_upstream().await;
+    let limits = proxy::Limits { response_timeout: Duration::from_millis(400), ..Default::default() };
+    let config = format!(
+        "[[route]]\npath = \"/direct\"\nurl = \"http://{service}\"\n\n[[route]]\npath = \"/\"\norigin = \"app\"\n"
+    );
+    let p = start_proxy_full(limits, Some(&config)).await;
+    upstream_origin(&p, "app", service).await;
+    // Ten pieces 150 ms apart: the upload takes almost four response timeouts.
+    for path in ["/through-the-tunnel", "/direct/to-a-url-target"] {
+        let started = Instant::now();
+        let answer = upload_in_pieces(p.front, path, (10, Duration::from_millis(150)), false).await;
+        assert_eq!(answer, (StatusCode::OK, "10240".to_owned()), "{path}");
+        assert!(started.elapsed() >= Duration::from_millis(1500), "{path}: the whole upload was sent");
+    }
+    p.shutdown.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_stops_gets_408_and_one_nobody_reads_504() {
+    let service = counting_upstream().await;
+    let limits = proxy::Limits { response_timeout: Duration::from_millis(400), ..Default::default() };
+    let config = "[[route]]\npath = \"/quiet\"\norigin = \"quiet\"\n\n[[route]]\npath = \"/\"\norigin = \"app\"\n";
+    let p = start_proxy_full(limits, Some(config)).await;
+    upstream_origin(&p, "app", service).await;
+    silent_upstream_origin(&p, "quiet").await;
+
+    // The client stops sending: its fault, 408, one timeout after its last piece.
+    let started = Instant::now();
+    let (status, text) = upload_in_pieces(p.front, "/stops", (3, Duration::from_millis(100)), true).await;
+    assert_eq!(status, StatusCode::REQUEST_TIMEOUT, "{text}");
+    assert!(text.contains("request body stopped"), "{text}");
+    assert!(started.elapsed() >= Duration::from_millis(700), "not before the last piece and a timeout");
+
+    // A service that reads nothing: once the windows and buffers are full, 504 naming the origin.
+    let big =
+        Request::put("/quiet/upload").header("host", "example.test").body(Full::new(Bytes::from(vec![0u8; 64 << 20])));
+    let (status, _, text) = get_with(p.front, big.unwrap()).await;
+    let text = String::from_utf8_lossy(&text);
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{text}");
+    assert!(text.contains("origin quiet took nothing more of the request body"), "{text}");
+
+    // Neither took the tunnel down.
+    let answer = upload_in_pieces(p.front, "/after", (1, Duration::ZERO), false).await;
+    assert_eq!(answer, (StatusCode::OK, "1024".to_owned()));
     p.shutdown.cancel();
 }
 

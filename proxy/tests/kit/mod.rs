@@ -238,7 +238,30 @@ pub async fn silent_upstream_origin(p: &TestProxy, name: &str) {
             held.push(tcp);
         }
     });
-    let app = App::Upstream(Box::new(origin::upstream::Upstream::new(&format!("http://{addr}")).unwrap()));
+    upstream_origin(p, name, addr).await;
+}
+
+/// An origin `name` forwarding to the local service at `service` (`--upstream`), connected to `p`.
+pub async fn upstream_origin(p: &TestProxy, name: &str, service: SocketAddr) {
+    let app = App::Upstream(Box::new(origin::upstream::Upstream::new(&format!("http://{service}")).unwrap()));
     start_origin(origin_settings(p, name, p.token.clone(), app));
     connected(p, name).await;
+}
+
+/// A local HTTP/1.1 service that reads each request body whole and answers with its length.
+pub async fn counting_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    let n = req.into_body().collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from(n.to_string()))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
+            });
+        }
+    });
+    addr
 }
