@@ -15,6 +15,17 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     HeaderName::from_static("keep-alive"),
 ];
 
+/// A copy of a request's head (method, target, version, headers; not its extensions), for
+/// sending the same request again when the connection it was meant for turned out closed.
+pub fn copy_head<B>(req: &http::Request<B>) -> http::Request<()> {
+    let mut copy = http::Request::new(());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
 /// Remove hop-by-hop headers, including every header that `Connection` names.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // Names listed in Connection go first, while we can still read it.
@@ -43,6 +54,18 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copied_heads_keep_everything_sent() {
+        let head = http::Request::post("http://origin/upload?x=1")
+            .header("x-forwarded-for", "192.0.2.1")
+            .header("content-length", "5")
+            .body(b"hello")
+            .expect("a valid request");
+        let copy = copy_head(&head);
+        assert_eq!((copy.method(), copy.uri(), copy.version()), (head.method(), head.uri(), head.version()));
+        assert_eq!(copy.headers(), head.headers());
+    }
     use http::HeaderValue;
 
     #[test]

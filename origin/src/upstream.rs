@@ -12,6 +12,7 @@
 //! service sees an origin-form request target (`/path?query`) and the public `Host`, and its
 //! response head is bounded ([`MAX_RESPONSE_HEAD`]) so that it always fits through the tunnel.
 
+use bytes::Bytes;
 use common::body::{self, BoxBody};
 use common::headers::remove_hop_by_hop;
 use common::upload::{answer_within, Late, Tracked};
@@ -19,6 +20,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
+use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -257,13 +259,23 @@ impl Upstream {
     /// Send a request without a body (`req` in origin form, with its `Host`) over an idle
     /// pooled connection or a new one; the connection goes back to the pool once the response
     /// body has been read to its end.
-    async fn send_pooled(&self, mut req: Request<Incoming>) -> Result<Response<BoxBody>, SendError> {
+    ///
+    /// A reused connection may turn out to have been closed by the service just now (its
+    /// keep-alive timeout: a FIN crossing our request). The request then goes again on another
+    /// connection: always when it was not written, and when it was but nothing came back, if
+    /// its method is idempotent (RFC 9110, 9.2.2), as browsers and Go's client do. A new
+    /// connection that fails is reported, so there are at most [`POOL_MAX_IDLE`] retries.
+    async fn send_pooled(&self, req: Request<Incoming>) -> Result<Response<BoxBody>, SendError> {
+        // The body is empty (`is_end_stream`): the same request can be rebuilt from its head.
+        let (mut head, _) = req.into_parts();
         loop {
             let (mut conn, reused) = match self.inner.pool.take() {
                 Some(conn) => (conn, true),
                 // Boxed, like the connection: rare, and its future is large.
                 None => (Box::pin(self.connect_pooled()).await?, false),
             };
+            let req = Request::from_parts(head, Empty::new());
+            let again = (reused && req.method().is_idempotent()).then(|| common::headers::copy_head(&req));
             let answer = conn.sender.try_send_request(req);
             let mut answer = std::pin::pin!(answer);
             let answered = std::future::poll_fn(|cx| {
@@ -276,20 +288,27 @@ impl Upstream {
                 }
             })
             .await;
-            match answered {
+            let mut failed = match answered {
                 Ok(resp) => {
                     let pool = Arc::downgrade(&self.inner);
                     return Ok(resp.map(|body| body::boxed(PooledBody { body, conn: Some(conn), pool, ended: false })));
                 }
-                // The connection ended without handing over an answer or an error (hyper
-                // always does one or the other; this is not left to the header timeout).
-                Err(None) => return Err(SendError::Closed),
-                Err(Some(mut e)) => match e.take_message() {
-                    // Not sent at all: the idle connection had just been closed by the service.
-                    Some(unsent) if reused => req = unsent,
-                    _ => return Err(e.into_error().into()),
-                },
-            }
+                Err(Some(e)) => e,
+                // The connection ended before it took the request (it read the service's FIN
+                // first): hyper hands the request back once the connection is gone.
+                Err(None) => {
+                    drop(conn);
+                    match answer.await {
+                        Err(e) => e,
+                        Ok(_) => return Err(SendError::Closed),
+                    }
+                }
+            };
+            head = match (failed.take_message(), again) {
+                (Some(unsent), _) if reused => unsent.into_parts().0,
+                (None, Some(again)) if closed_under_us(failed.error()) => again.into_parts().0,
+                _ => return Err(failed.into_error().into()),
+            };
         }
     }
 
@@ -325,6 +344,27 @@ impl Upstream {
     }
 }
 
+/// The connection failed under a request it had written, before any of the answer: closed or
+/// reset by the service (an idle connection it had just closed), so an idempotent request may
+/// be sent again.
+fn closed_under_us(e: &hyper::Error) -> bool {
+    use std::io::ErrorKind;
+    if e.is_incomplete_message() || e.is_canceled() {
+        return true;
+    }
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::ConnectionAborted
+            );
+        }
+        cause = c.source();
+    }
+    false
+}
+
 /// HTTP/1.1 to the service, with the response head bounded.
 fn h1_builder() -> http1::Builder {
     let mut builder = http1::Builder::new();
@@ -337,8 +377,8 @@ fn h1_builder() -> http1::Builder {
 /// Always boxed: it is large (hyper's connection state), and moves between the pool, the
 /// request's future and the response body.
 struct PooledConn {
-    sender: http1::SendRequest<Incoming>,
-    conn: http1::Connection<TokioIo<TcpStream>, Incoming>,
+    sender: http1::SendRequest<Empty<Bytes>>,
+    conn: http1::Connection<TokioIo<TcpStream>, Empty<Bytes>>,
     /// The connection future has completed (closed or failed); it must not be polled again.
     ended: bool,
 }
@@ -1100,5 +1140,51 @@ mod tests {
         assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{text:?}");
         assert!(String::from_utf8_lossy(&text)
             .contains(&format!("upstream http://{addr}/ read nothing more of the request body")));
+    }
+
+    /// A service that answers the first request on each connection and keeps it open, then
+    /// reads the next request and closes the connection without a word: from the client's
+    /// side, a request that crossed the service's keep-alive close. Counts its connections.
+    async fn one_answer_per_connection() -> (SocketAddr, Connections) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Connections::default();
+        let counts = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                counts.accepted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut tcp = BufReader::new(tcp);
+                    for answer in [true, false] {
+                        let mut line = String::new();
+                        while tcp.read_line(&mut line).await.unwrap_or(0) > 0 && !line.ends_with("\r\n\r\n") {}
+                        if answer {
+                            let _ = tcp.get_mut().write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, connections)
+    }
+
+    #[tokio::test]
+    async fn an_idempotent_request_that_crossed_a_close_is_sent_again() {
+        let (addr, connections) = one_answer_per_connection().await;
+        let upstream = Upstream::new(&format!("http://{addr}")).unwrap();
+        let (mut sender, _conn) = tunnel::<Full<Bytes>>(upstream).await;
+        assert_eq!(ask(&mut sender, http::Method::GET, "/first", b"").await.0, StatusCode::OK);
+        // Written on the kept connection, which the service then closes: sent again on a new one.
+        for method in [http::Method::GET, http::Method::HEAD, http::Method::DELETE, http::Method::OPTIONS] {
+            let before = connections.accepted();
+            let (status, _, body) = ask(&mut sender, method.clone(), "/again", b"").await;
+            assert_eq!(status, StatusCode::OK, "{method}: {body:?}");
+            assert_eq!(connections.accepted(), before + 1, "{method}: on a new connection");
+        }
+        // A POST may have been acted on: reported, not repeated.
+        let before = connections.accepted();
+        let (status, _, body) = ask(&mut sender, http::Method::POST, "/once", b"").await;
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{body:?}");
+        assert_eq!(connections.accepted(), before, "not sent again");
     }
 }

@@ -203,7 +203,7 @@ pub async fn to_origin(
         let (Some(this_head), Some(mut this_body)) = (head.take(), body.take()) else { break };
         if i < last {
             // Kept while another tunnel could still take the request.
-            head = Some(stream::copy_head(&this_head));
+            head = Some(common::headers::copy_head(&this_head));
         }
         let guard = StreamGuard::open(tunnel.clone());
         served.tunnel = Some(tunnel.clone());
