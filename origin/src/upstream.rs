@@ -594,6 +594,16 @@ struct WithConnection {
     conn: UploadConnection,
 }
 
+impl Drop for WithConnection {
+    fn drop(&mut self) {
+        // A response read to its end (or one with no body) completed the exchange: the
+        // connection closes normally rather than with a reset.
+        if self.body.is_end_stream() {
+            self.conn.completed = true;
+        }
+    }
+}
+
 impl http_body::Body for WithConnection {
     type Data = bytes::Bytes;
     type Error = hyper::Error;
@@ -603,7 +613,9 @@ impl http_body::Body for WithConnection {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
         let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
-        if let std::task::Poll::Ready(None) = polled {
+        // Its last frame (hyper's HTTP/2 server stops polling a body that says it has ended,
+        // so `None` may never be asked for), or the end.
+        if matches!(polled, std::task::Poll::Ready(None)) || self.body.is_end_stream() {
             self.conn.completed = true;
         }
         polled
@@ -1186,5 +1198,35 @@ mod tests {
         let (status, _, body) = ask(&mut sender, http::Method::POST, "/once", b"").await;
         assert_eq!(status, StatusCode::BAD_GATEWAY, "{body:?}");
         assert_eq!(connections.accepted(), before, "not sent again");
+    }
+
+    #[tokio::test]
+    async fn a_completed_upload_closes_its_connection_without_a_reset() {
+        // Reads one request with a Content-Length body, answers it, then reports how the
+        // connection ended: a normal close (end of file) or a reset.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (ended, how) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tcp = BufReader::new(tcp);
+            let mut head = String::new();
+            while tcp.read_line(&mut head).await.unwrap() > 0 && !head.ends_with("\r\n\r\n") {}
+            let len = head.lines().find_map(|l| l.strip_prefix("content-length: ")).unwrap().trim().parse().unwrap();
+            tcp.read_exact(&mut vec![0; len]).await.unwrap();
+            tcp.get_mut().write_all(b"HTTP/1.1 201 Created\r\ncontent-length: 7\r\n\r\nstored\n").await.unwrap();
+            let mut rest = Vec::new();
+            let _ = ended.send(tcp.read_to_end(&mut rest).await.map_err(|e| e.kind()));
+        });
+        let upstream = Upstream::new(&format!("http://{addr}")).unwrap();
+        let (mut sender, _conn) = tunnel::<Full<Bytes>>(upstream).await;
+        let req = Request::put("http://public.example/file")
+            .header("content-length", "5")
+            .body(Full::new(Bytes::from_static(b"hello")));
+        let resp = sender.send_request(req.unwrap()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "stored\n");
+        let how = tokio::time::timeout(Duration::from_secs(5), how).await.expect("the connection ended").unwrap();
+        assert_eq!(how, Ok(0), "closed normally, not reset");
     }
 }
