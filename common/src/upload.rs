@@ -8,23 +8,32 @@
 use http_body::{Body, Frame, SizeHint};
 use std::future::Future;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// How far a request body has got: when a frame last moved, whether it has ended, and whether
-/// it is waiting for its sender (the side that writes it) or for its receiver to take more.
-/// Shared between whoever polls the body and whoever waits for the answer.
+/// How far a request body has got: when a frame last moved, whether it has ended (whole, or
+/// failed), and whether it is waiting for its sender (the side that writes it) or for its
+/// receiver to take more. Shared between whoever polls the body and whoever waits for the
+/// answer.
 #[derive(Debug)]
 pub struct Progress {
     start: Instant,
     /// Milliseconds from `start` to the last frame handed on (or the end).
     last_ms: AtomicU64,
     waiting_for_sender: AtomicBool,
-    done: AtomicBool,
+    /// [`MOVING`], [`WHOLE`] or [`FAILED`].
+    end: AtomicU8,
 }
+
+const MOVING: u8 = 0;
+const WHOLE: u8 = 1;
+const FAILED: u8 = 2;
+
+/// Far enough ahead to mean never (a timeout too large to add to an instant).
+const FAR: Duration = Duration::from_secs(30 * 365 * 86_400);
 
 impl Progress {
     pub fn new() -> Arc<Self> {
@@ -32,12 +41,13 @@ impl Progress {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
             waiting_for_sender: AtomicBool::new(false),
-            done: AtomicBool::new(false),
+            end: AtomicU8::new(MOVING),
         })
     }
 
     /// Note one poll of the body: `Pending` waits for the sender; a frame is progress; the
-    /// last frame (`end_stream` after it), an error or the end finish the body.
+    /// last frame (`end_stream` after it, or trailers) or the end finish the body whole, an
+    /// error finishes it failed.
     pub fn observe<D, E>(&self, poll: &Poll<Option<Result<Frame<D>, E>>>, end_stream: bool) {
         match poll {
             Poll::Pending => self.waiting_for_sender.store(true, Ordering::Relaxed),
@@ -45,11 +55,27 @@ impl Progress {
                 let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
                 self.last_ms.store(ms, Ordering::Relaxed);
                 self.waiting_for_sender.store(false, Ordering::Relaxed);
-                if end_stream || !matches!(frame, Some(Ok(_))) {
-                    self.done.store(true, Ordering::Relaxed);
+                let end = match frame {
+                    Some(Err(_)) => FAILED,
+                    None => WHOLE,
+                    Some(Ok(frame)) if end_stream || frame.is_trailers() => WHOLE,
+                    Some(Ok(_)) => MOVING,
+                };
+                if end != MOVING {
+                    self.end.store(end, Ordering::Relaxed);
                 }
             }
         }
+    }
+
+    /// The body has ended, whole or failed.
+    fn ended(&self) -> bool {
+        self.end.load(Ordering::Relaxed) != MOVING
+    }
+
+    /// The body was read to its end without an error.
+    pub fn whole(&self) -> bool {
+        self.end.load(Ordering::Relaxed) == WHOLE
     }
 
     /// How long nothing has moved, at `now`.
@@ -83,7 +109,7 @@ pub async fn answer_within<F: Future>(
     };
     let mut response = pin!(response);
     let now = Instant::now();
-    let mut timer = pin!(tokio::time::sleep_until(now + timeout.saturating_sub(progress.quiet_for(now))));
+    let mut timer = pin!(tokio::time::sleep_until(after(now, timeout.saturating_sub(progress.quiet_for(now)))));
     loop {
         tokio::select! {
             biased;
@@ -92,7 +118,7 @@ pub async fn answer_within<F: Future>(
                 let now = Instant::now();
                 let quiet = progress.quiet_for(now);
                 if quiet >= timeout {
-                    return Err(if progress.done.load(Ordering::Relaxed) {
+                    return Err(if progress.ended() {
                         Late::Answer
                     } else if progress.waiting_for_sender.load(Ordering::Relaxed) {
                         Late::Sender
@@ -100,10 +126,15 @@ pub async fn answer_within<F: Future>(
                         Late::Receiver
                     });
                 }
-                timer.as_mut().reset(now + (timeout - quiet));
+                timer.as_mut().reset(after(now, timeout - quiet));
             }
         }
     }
+}
+
+/// `now + d`, or [`FAR`] ahead when that does not fit in an instant.
+fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d).unwrap_or_else(|| now + FAR)
 }
 
 /// A body that reports its polls to a [`Progress`].
@@ -118,6 +149,11 @@ impl<B: Body + Unpin> Tracked<B> {
     pub fn new(inner: B) -> (Self, Arc<Progress>) {
         let progress = Progress::new();
         (Tracked { inner, progress: progress.clone() }, progress)
+    }
+
+    /// Where this body reports to.
+    pub fn progress(&self) -> &Arc<Progress> {
+        &self.progress
     }
 }
 
@@ -241,5 +277,25 @@ mod tests {
         assert!(body.frame().await.is_some());
         tx.send(Bytes::from_static(b"def")).await.expect("receiver");
         assert_eq!(answer_within(std::future::pending::<()>(), T, Some(&progress)).await, Err(Late::Receiver));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn trailers_end_a_body_whole_and_an_error_ends_it_failed() {
+        let progress = Progress::new();
+        progress.observe::<Bytes, Infallible>(&Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"x"))))), false);
+        assert!(!progress.ended());
+        progress.observe::<Bytes, Infallible>(&Poll::Ready(Some(Ok(Frame::trailers(http::HeaderMap::new())))), false);
+        assert!(progress.whole());
+        assert_eq!(answer_within(std::future::pending::<()>(), T, Some(&progress)).await, Err(Late::Answer));
+        let failed = Progress::new();
+        failed.observe::<Bytes, &str>(&Poll::Ready(Some(Err("reset"))), false);
+        assert!(failed.ended() && !failed.whole());
+    }
+
+    #[tokio::test]
+    async fn a_timeout_too_large_for_an_instant_means_never() {
+        let progress = Progress::new();
+        assert_eq!(answer_within(async { 1 }, Duration::MAX, Some(&progress)).await, Ok(1));
+        assert_eq!(answer_within(async { 2 }, Duration::MAX, None).await, Ok(2));
     }
 }

@@ -263,13 +263,15 @@ impl Upstream {
     /// A reused connection may turn out to have been closed by the service just now (its
     /// keep-alive timeout: a FIN crossing our request). The request then goes again on another
     /// connection: always when it was not written, and when it was but nothing came back, if
-    /// its method is idempotent (RFC 9110, 9.2.2), as browsers and Go's client do. A new
-    /// connection that fails is reported, so there are at most [`POOL_MAX_IDLE`] retries.
+    /// its method is idempotent (RFC 9110, 9.2.2), as browsers and Go's client do -- once,
+    /// and then on a new connection, whose failure is reported.
     async fn send_pooled(&self, req: Request<Incoming>) -> Result<Response<BoxBody>, SendError> {
         // The body is empty (`is_end_stream`): the same request can be rebuilt from its head.
         let (mut head, _) = req.into_parts();
+        let mut sent_once = false;
         loop {
-            let (mut conn, reused) = match self.inner.pool.take() {
+            let pooled = if sent_once { None } else { self.inner.pool.take() };
+            let (mut conn, reused) = match pooled {
                 Some(conn) => (conn, true),
                 // Boxed, like the connection: rare, and its future is large.
                 None => (Box::pin(self.connect_pooled()).await?, false),
@@ -306,7 +308,10 @@ impl Upstream {
             };
             head = match (failed.take_message(), again) {
                 (Some(unsent), _) if reused => unsent.into_parts().0,
-                (None, Some(again)) if closed_under_us(failed.error()) => again.into_parts().0,
+                (None, Some(again)) if closed_under_us(failed.error()) => {
+                    sent_once = true;
+                    again.into_parts().0
+                }
                 _ => return Err(failed.into_error().into()),
             };
         }
@@ -337,6 +342,7 @@ impl Upstream {
                 }
             }),
             socket: handle,
+            request: req.body().progress().clone(),
             completed: false,
         };
         let resp = sender.send_request(req).await?;
@@ -344,12 +350,12 @@ impl Upstream {
     }
 }
 
-/// The connection failed under a request it had written, before any of the answer: closed or
-/// reset by the service (an idle connection it had just closed), so an idempotent request may
-/// be sent again.
+/// The connection failed under a request it had written, before a whole response head came:
+/// closed or reset by the service (an idle connection it had just closed), so an idempotent
+/// request may be sent again.
 fn closed_under_us(e: &hyper::Error) -> bool {
     use std::io::ErrorKind;
-    if e.is_incomplete_message() || e.is_canceled() {
+    if e.is_incomplete_message() {
         return true;
     }
     let mut cause = std::error::Error::source(e);
@@ -569,17 +575,21 @@ impl http_body::Body for PooledBody {
 }
 
 /// A request's own connection to the service. If the stream goes away before the exchange
-/// completed, the connection is reset (RST), not closed: a FIN would queue behind the unsent
-/// upload and a service that is not reading would never see it.
+/// completed -- the response read to its end and the upload sent whole -- the connection is
+/// reset (RST), not closed: a FIN would queue behind the unsent upload and a service that is
+/// not reading would never see it.
 struct UploadConnection {
     task: tokio::task::JoinHandle<()>,
     socket: std::net::TcpStream,
+    /// The upload's progress: whole, or not.
+    request: Arc<common::upload::Progress>,
+    /// The response was read to its end.
     completed: bool,
 }
 
 impl Drop for UploadConnection {
     fn drop(&mut self) {
-        if self.completed {
+        if self.completed && self.request.whole() {
             return;
         }
         // Linger 0: the last close of the socket discards the send queue and sends RST.
@@ -1228,5 +1238,36 @@ mod tests {
         assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "stored\n");
         let how = tokio::time::timeout(Duration::from_secs(5), how).await.expect("the connection ended").unwrap();
         assert_eq!(how, Ok(0), "closed normally, not reset");
+    }
+
+    #[tokio::test]
+    async fn an_upload_answered_before_it_was_sent_whole_is_still_reset() {
+        // Answers 413 from the head alone, reads nothing of the body, and reports how the
+        // connection ended.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (ended, how) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tcp = BufReader::new(tcp);
+            let mut head = String::new();
+            while tcp.read_line(&mut head).await.unwrap() > 0 && !head.ends_with("\r\n\r\n") {}
+            tcp.get_mut().write_all(b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 4\r\n\r\nbig!").await.unwrap();
+            let mut rest = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(5), tcp.get_mut().read_to_end(&mut rest)).await;
+            let _ = ended.send(read.map(|r| r.map_err(|e| e.kind())));
+        });
+        let upstream = Upstream::new(&format!("http://{addr}")).unwrap();
+        let (mut sender, _conn) = tunnel::<Fed>(upstream).await;
+        // A piece, then the upload stays open with nothing more (as from a slow client) until
+        // the service has said how its connection ended.
+        let (tx, body) = fed();
+        tx.send(Bytes::from_static(b"a piece")).await.unwrap();
+        let resp = sender.send_request(Request::put("http://public.example/big").body(body).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "big!");
+        let how = tokio::time::timeout(Duration::from_secs(10), how).await.expect("reported").unwrap();
+        assert_eq!(how, Ok(Err(std::io::ErrorKind::ConnectionReset)), "reset, so the service sees the upload end");
+        drop(tx);
     }
 }
