@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -164,7 +164,7 @@ impl<B: Body + Unpin> Body for Tracked<B> {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
         let poll = Pin::new(&mut self.inner).poll_frame(cx);
         self.progress.observe(&poll, self.inner.is_end_stream());
-        Poll::Ready(ready!(poll))
+        poll
     }
 
     fn is_end_stream(&self) -> bool {
