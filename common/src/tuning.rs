@@ -130,7 +130,8 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A front-end client that takes no data for this long is dropped (`--send-timeout`).
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// An origin must start answering (response headers) within this (`--response-timeout`).
+/// An origin must start answering (response headers) within this of the request's end; an
+/// upload may take as long as it keeps moving (`--response-timeout`, `common::upload`).
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A stream whose front-end client has not taken what was offered for this long is stalled.

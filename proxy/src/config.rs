@@ -104,7 +104,9 @@ pub struct Cli {
     #[arg(long, env = "REVMUX_SEND_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = duration)]
     pub send_timeout: Duration,
 
-    /// An origin must start answering (send response headers) within this, else 504.
+    /// An origin must start answering (send response headers) within this of the request's
+    /// end, else 504. An upload may take as long as it keeps moving; one that stops this long
+    /// gets 408 (the client sent nothing more) or 504 (the origin took nothing more).
     #[arg(long, env = "REVMUX_RESPONSE_TIMEOUT", value_name = "DURATION", default_value = "60s", value_parser = duration)]
     pub response_timeout: Duration,
 
