@@ -807,6 +807,19 @@ mod tests {
 
     /// [`scripted_service`], counting its connections.
     async fn counted_service() -> (SocketAddr, Connections) {
+        counting(|tcp| async move {
+            let _ = serve_scripted(tcp).await;
+        })
+        .await
+    }
+
+    /// A local service that hands each connection it accepts to `serve` (a task each),
+    /// counting them: accepted, and open until `serve` returns.
+    async fn counting<F, Fut>(serve: F) -> (SocketAddr, Connections)
+    where
+        F: Fn(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connections = Connections::default();
@@ -815,9 +828,9 @@ mod tests {
             while let Ok((tcp, _)) = listener.accept().await {
                 counts.accepted.fetch_add(1, Ordering::SeqCst);
                 counts.open.fetch_add(1, Ordering::SeqCst);
-                let open = counts.open.clone();
+                let (open, served) = (counts.open.clone(), serve(tcp));
                 tokio::spawn(async move {
-                    let _ = serve_scripted(tcp).await;
+                    served.await;
                     open.fetch_sub(1, Ordering::SeqCst);
                 });
             }
@@ -1168,26 +1181,17 @@ mod tests {
     /// reads the next request and closes the connection without a word: from the client's
     /// side, a request that crossed the service's keep-alive close. Counts its connections.
     async fn one_answer_per_connection() -> (SocketAddr, Connections) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let connections = Connections::default();
-        let counts = connections.clone();
-        tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                counts.accepted.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut tcp = BufReader::new(tcp);
-                    for answer in [true, false] {
-                        let mut line = String::new();
-                        while tcp.read_line(&mut line).await.unwrap_or(0) > 0 && !line.ends_with("\r\n\r\n") {}
-                        if answer {
-                            let _ = tcp.get_mut().write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
-                        }
-                    }
-                });
+        counting(|tcp| async move {
+            let mut tcp = BufReader::new(tcp);
+            for answer in [true, false] {
+                let mut line = String::new();
+                while tcp.read_line(&mut line).await.unwrap_or(0) > 0 && !line.ends_with("\r\n\r\n") {}
+                if answer {
+                    let _ = tcp.get_mut().write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                }
             }
-        });
-        (addr, connections)
+        })
+        .await
     }
 
     #[tokio::test]
