@@ -3,7 +3,8 @@
 //! Pure functions over request heads: no sockets, so both sides are tested over any byte stream.
 
 use crate::secret::Secret;
-use http::{header, request, HeaderValue, Method, Request, StatusCode};
+use http::{header, request, HeaderMap, HeaderValue, Method, Request, StatusCode};
+use std::time::Duration;
 
 /// Protocol name carried in `Upgrade`. The version follows a slash: `revmux/1`.
 pub const PROTOCOL_NAME: &str = "revmux";
@@ -21,6 +22,12 @@ pub const INSTANCE_HEADER: &str = "revmux-instance";
 /// Header on a tunnel stream naming which of the origin's services a route chose. The proxy
 /// sets it (and removes any a front-end client sent); absent means the origin's default one.
 pub const SERVICE_HEADER: &str = "revmux-service";
+/// Header on a tunnel stream carrying how long the proxy waits for its answer (the route's
+/// `timeout`, else `--response-timeout`), in whole milliseconds. The origin waits for its local
+/// service as long (and a moment more), so a route that allows a slow report an hour is not cut
+/// short at the origin. The proxy sets it and removes any a front-end client sent; absent (an older
+/// proxy), the origin keeps its own default.
+pub const RESPONSE_TIMEOUT_HEADER: &str = "revmux-response-timeout";
 /// The name of an origin's one service today (its `--root` or `--upstream`).
 pub const DEFAULT_SERVICE: &str = "default";
 /// Header of the `101` answer, one per URL: where front-end clients reach the origin that asked
@@ -255,6 +262,22 @@ fn header_has_token<'a>(values: impl IntoIterator<Item = &'a HeaderValue>, wante
         .any(|t| t.trim().eq_ignore_ascii_case(wanted))
 }
 
+/// The [`RESPONSE_TIMEOUT_HEADER`] value for `timeout` (at least one millisecond).
+pub fn response_timeout_value(timeout: Duration) -> HeaderValue {
+    HeaderValue::from(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX).max(1))
+}
+
+/// Remove [`RESPONSE_TIMEOUT_HEADER`] from a tunnel stream's request and read it: `None` when
+/// absent or not a positive whole number of milliseconds (then the origin's default applies).
+pub fn take_response_timeout(headers: &mut HeaderMap) -> Option<Duration> {
+    let value = headers.remove(RESPONSE_TIMEOUT_HEADER)?;
+    let text = value.to_str().ok()?;
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse::<u64>().ok().filter(|&ms| ms > 0).map(Duration::from_millis)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -360,5 +383,21 @@ mod tests {
         assert_eq!(origin_name_from_host("Büro PC"), "b-ro-pc");
         assert_eq!(origin_name_from_host("_x"), "o_x");
         assert!(validate_origin_name(&origin_name_from_host(&"Z".repeat(100))).is_ok());
+    }
+
+    #[test]
+    fn the_response_timeout_crosses_the_tunnel_in_milliseconds() {
+        let mut headers = HeaderMap::new();
+        for (sent, read) in [(Duration::from_secs(3600), 3_600_000), (Duration::from_micros(10), 1)] {
+            headers.insert(RESPONSE_TIMEOUT_HEADER, response_timeout_value(sent));
+            assert_eq!(take_response_timeout(&mut headers), Some(Duration::from_millis(read)));
+            assert!(headers.is_empty(), "taken off the request");
+        }
+        assert_eq!(take_response_timeout(&mut headers), None, "absent: the origin's default");
+        for bad in ["", "0", "-5", "+5", "1.5", "60s", "99999999999999999999999"] {
+            headers.insert(RESPONSE_TIMEOUT_HEADER, HeaderValue::from_static(bad));
+            assert_eq!(take_response_timeout(&mut headers), None, "{bad:?}");
+            assert!(headers.is_empty(), "{bad:?} is removed all the same");
+        }
     }
 }

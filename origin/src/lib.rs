@@ -53,9 +53,11 @@ impl App {
                 return no_such_service(&name);
             }
         }
+        // How long the proxy waits for this answer: the local service gets as long.
+        let timeout = common::protocol::take_response_timeout(req.headers_mut());
         match self {
             App::Files(files) => files.handle(req).await,
-            App::Upstream(upstream) => upstream.handle(req).await,
+            App::Upstream(upstream) => upstream.handle(req, timeout).await,
         }
     }
 }

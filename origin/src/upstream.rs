@@ -36,8 +36,16 @@ use tokio::time::Instant;
 
 /// How long the local service may take to start answering (response headers), counted from the
 /// end of the request: while a request body is still moving, from its last piece. Bodies may
-/// stream for as long as they like, both ways.
+/// stream for as long as they like, both ways. The proxy sends its route's own deadline with
+/// each request (`common::protocol::RESPONSE_TIMEOUT_HEADER`) and that one applies; this is
+/// for a proxy that sends none.
 pub const RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How much longer than the proxy's deadline for a request the origin waits for the service.
+/// The proxy's own timer then always ends the exchange first, with one answer and one message
+/// (its stream reset drops the request here); this one only stops the origin from waiting on a
+/// service for a proxy that is gone.
+pub const AFTER_THE_PROXY: Duration = Duration::from_secs(1);
 
 /// Most header lines accepted in one response head from the local service (hyper's default,
 /// 100, is too few for some apps' cookies and security headers).
@@ -90,7 +98,7 @@ struct Inner {
     /// `host:port` to dial.
     connect_to: String,
     pool: Pool,
-    /// [`RESPONSE_HEADER_TIMEOUT`] (shorter in tests).
+    /// [`RESPONSE_HEADER_TIMEOUT`] (shorter in tests): for requests that do not bring their own.
     answer_timeout: Duration,
 }
 
@@ -151,8 +159,10 @@ impl Upstream {
         &self.inner.base
     }
 
-    /// Forward one request; failures become 502/504 naming the upstream.
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<BoxBody> {
+    /// Forward one request; failures become 502/504 naming the upstream. The answer is due
+    /// [`AFTER_THE_PROXY`] after `proxy_deadline` from the request's end (`None`, from a proxy
+    /// that sends none: this upstream's default).
+    pub async fn handle(&self, req: Request<Incoming>, proxy_deadline: Option<Duration>) -> Response<BoxBody> {
         let (mut parts, incoming) = req.into_parts();
         // The service is asked in origin form (`/path?query`); it sees the public host name in
         // `Host`, as behind any reverse proxy.
@@ -177,9 +187,9 @@ impl Upstream {
                 parts.headers.insert(header::HOST, host);
             }
         }
-        // The answer is due RESPONSE_HEADER_TIMEOUT after the request's end: an upload that
-        // keeps moving may take as long as it takes (common::upload).
-        let timeout = self.inner.answer_timeout;
+        // The answer is due `timeout` after the request's end: an upload that keeps moving
+        // may take as long as it takes (common::upload).
+        let timeout = proxy_deadline.map_or(self.inner.answer_timeout, |t| t.saturating_add(AFTER_THE_PROXY));
         let answered = if http_body::Body::is_end_stream(&incoming) {
             answer_within(self.send_pooled(Request::from_parts(parts, incoming)), timeout, None).await
         } else {
@@ -201,7 +211,7 @@ impl Upstream {
                 tracing::warn!(upstream = %self.inner.base, error = %cause, "upstream request failed");
                 error(StatusCode::BAD_GATEWAY, format!("502 bad gateway: upstream {} failed: {cause}", self.inner.base))
             }
-            Err(late) => self.too_late(late),
+            Err(late) => self.too_late(late, timeout),
         }
     }
 }
@@ -209,8 +219,8 @@ impl Upstream {
 impl Upstream {
     /// The answer when [`answer_within`] gave up: the service did not answer, or did not read
     /// the request body, or the body itself stopped coming (from the proxy).
-    fn too_late(&self, late: Late) -> Response<BoxBody> {
-        let (base, after) = (&self.inner.base, self.inner.answer_timeout);
+    fn too_late(&self, late: Late, after: Duration) -> Response<BoxBody> {
+        let base = &self.inner.base;
         let (status, message) = match late {
             Late::Answer => (
                 StatusCode::GATEWAY_TIMEOUT,
@@ -891,9 +901,11 @@ mod tests {
     {
         let (proxy_side, origin_side) = tokio::io::duplex(1024 * 1024);
         tokio::spawn(async move {
+            // Through the origin's own entry, which reads what the proxy sent with each request.
+            let app = Arc::new(crate::App::Upstream(Box::new(upstream)));
             let service = hyper::service::service_fn(move |req| {
-                let upstream = upstream.clone();
-                async move { Ok::<_, Infallible>(upstream.handle(req).await) }
+                let app = Arc::clone(&app);
+                async move { Ok::<_, Infallible>(app.handle(req).await) }
             });
             let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .max_header_list_size(common::tuning::MAX_HEADER_LIST_SIZE)
@@ -1175,6 +1187,57 @@ mod tests {
         assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{text:?}");
         assert!(String::from_utf8_lossy(&text)
             .contains(&format!("upstream http://{addr}/ read nothing more of the request body")));
+    }
+
+    #[tokio::test]
+    async fn the_service_gets_as_long_as_the_proxy_waits() {
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = silent.local_addr().unwrap();
+        let (seen, mut heads) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((tcp, _)) = silent.accept().await {
+                let mut tcp = BufReader::new(tcp);
+                let mut head = String::new();
+                while tcp.read_line(&mut head).await.unwrap_or(0) > 0 && !head.ends_with("\r\n\r\n") {}
+                let _ = seen.send(head);
+                held.push(tcp);
+            }
+        });
+        let ask_within = |default_ms: u64, sent_ms: Option<&'static str>| async move {
+            let default = Duration::from_millis(default_ms);
+            let upstream = Upstream::with_timeouts(&format!("http://{addr}"), POOL_IDLE_TIMEOUT, default).unwrap();
+            let (mut sender, _conn) = tunnel::<Full<Bytes>>(upstream).await;
+            let mut req = Request::get("http://public.example/report").body(Full::default()).unwrap();
+            if let Some(ms) = sent_ms {
+                let value = HeaderValue::from_static(ms);
+                req.headers_mut().insert(common::protocol::RESPONSE_TIMEOUT_HEADER, value);
+            }
+            let started = Instant::now();
+            let resp = sender.send_request(req).await.unwrap();
+            let waited = started.elapsed();
+            let (status, text) = (resp.status(), resp.into_body().collect().await.unwrap().to_bytes());
+            assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{text:?}");
+            (String::from_utf8_lossy(&text).into_owned(), waited)
+        };
+        // A route that allows longer than the origin's default: the origin waits that long.
+        // (A second more: the proxy's own 504 comes first.)
+        let (text, waited) = ask_within(100, Some("900")).await;
+        assert!(text.contains("did not answer within 1.9s"), "{text}");
+        assert!(waited >= Duration::from_millis(1900), "gave up after {waited:?}");
+        // And shorter: the origin stops waiting soon after the proxy does.
+        let (text, _) = ask_within(30_000, Some("150")).await;
+        assert!(text.contains("did not answer within 1.15s"), "{text}");
+        // Nothing sent (an older proxy), or nonsense: the origin's default.
+        let (text, _) = ask_within(200, None).await;
+        assert!(text.contains("did not answer within 200ms"), "{text}");
+        let (text, _) = ask_within(200, Some("1h")).await;
+        assert!(text.contains("did not answer within 200ms"), "{text}");
+        // The header is the proxy's word to the origin, not something the service sees.
+        for _ in 0..4 {
+            let head = heads.recv().await.unwrap().to_ascii_lowercase();
+            assert!(head.starts_with("get /report http/1.1") && !head.contains("revmux"), "{head}");
+        }
     }
 
     /// A service that answers the first request on each connection and keeps it open, then

@@ -344,6 +344,8 @@ async fn answer(
     if let Some(value) = service.as_deref().and_then(|s| HeaderValue::from_str(s).ok()) {
         req.headers_mut().insert(protocol::SERVICE_HEADER, value);
     }
+    // The origin waits for its local service as long as this route waits for the origin.
+    req.headers_mut().insert(protocol::RESPONSE_TIMEOUT_HEADER, protocol::response_timeout_value(timeout));
     let max_waiting = table.max_waiting.get(&origin).copied().unwrap_or(proxy.limits.max_waiting_per_origin);
     let resp = forward::to_origin(proxy, req, conn, (&origin, max_waiting), timeout, activity, served).await?;
     Ok((resp, route))
@@ -360,8 +362,9 @@ fn rewritten(
     served: &Served,
 ) -> Result<Request<ToOrigin>, Error> {
     let mut target = public.clone();
-    // Only a route chooses an origin's service, never the front-end client.
+    // Only a route chooses an origin's service and its deadline, never the front-end client.
     parts.headers.remove(protocol::SERVICE_HEADER);
+    parts.headers.remove(protocol::RESPONSE_TIMEOUT_HEADER);
     policy.rewrite(&mut parts, &mut target);
     forward::prepare(&mut parts, conn, public, target, peer_trusted)?;
     Ok(Request::from_parts(parts, ToOrigin::counted(incoming, served.bytes_in.clone())))
