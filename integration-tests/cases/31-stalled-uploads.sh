@@ -59,8 +59,8 @@ for proto in --http1.1 --http2-prior-knowledge; do
   if [ "$proto" = --http1.1 ]; then
     # Known limitation: an HTTP/1.1 upload is backpressured by TCP itself (p stops reading,
     # its receive window closes), so a client killed mid-upload leaves its FIN queued in its
-    # own kernel behind the unsent bytes: nothing reaches p until the service answers (c
-    # gives it 120 s). HTTP/2 clients send RST_STREAM (h2 keeps the TCP window open) and are
+    # own kernel behind the unsent bytes: nothing reaches p until the service answers or p's
+    # response timeout ends the exchange. HTTP/2 clients send RST_STREAM (h2 keeps the TCP window open) and are
     # covered below.
     skip "$proto: a client that gives up mid-upload is noticed only when the service answers (known limitation)"
     touch "$trig/$id"

@@ -167,6 +167,28 @@ async fn an_origin_that_never_answers_gets_504_after_the_response_timeout() {
     p.shutdown.cancel();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origin_waits_for_its_service_as_long_as_the_route_does() {
+    // The origin's own response timeout is 100 ms and the route allows 1.5 s. Told the route's
+    // deadline with the request, the origin waits 1.6 s, so the 504 is the proxy's, after
+    // 1.5 s and naming the origin; untold, it would be the origin's after 100 ms.
+    let config = "[[route]]\npath = \"/\"\norigin = \"app\"\ntimeout = \"1500ms\"\n";
+    let p = start_proxy_full(Default::default(), Some(config)).await;
+    let service = format!("http://{}", silent_service().await);
+    let own = Duration::from_millis(100);
+    let upstream = origin::upstream::Upstream::with_timeouts(&service, origin::upstream::POOL_IDLE_TIMEOUT, own);
+    upstream_origin_with(&p, "app", upstream.unwrap()).await;
+    // A front-end client's own value changes nothing.
+    let req = Request::get("/report").header("host", "example.test").header("revmux-response-timeout", "1");
+    let started = Instant::now();
+    let (status, _, body) = get_with(p.front, req.body(Full::default()).unwrap()).await;
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{text}");
+    assert!(text.contains("origin app did not start answering"), "{text}");
+    assert!(started.elapsed() >= Duration::from_millis(1500), "504 after {:?}", started.elapsed());
+    p.shutdown.cancel();
+}
+
 /// PUT `path` with a body of `pieces` 1 KiB frames, one every `every`; with `stall` the body
 /// then neither goes on nor ends. The answer's status and text.
 async fn upload_in_pieces(

@@ -65,7 +65,8 @@ async fn routes_by_host_and_fallback_never_crosses_origins() {
     p.shutdown.cancel();
 }
 
-/// A local HTTP service that answers every request with its method, path and Host.
+/// A local HTTP service that answers every request with its method, path, Host, `x-from` and
+/// the names of any `revmux-` headers it was sent (the proxy's words to origins, never to it).
 async fn echo_service() -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -73,12 +74,15 @@ async fn echo_service() -> std::net::SocketAddr {
         while let Ok((tcp, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    let internal: Vec<&str> =
+                        req.headers().keys().map(|k| k.as_str()).filter(|k| k.starts_with("revmux-")).collect();
                     let text = format!(
-                        "{} {} host={} x-from={}\n",
+                        "{} {} host={} x-from={}{}\n",
                         req.method(),
                         req.uri(),
                         req.headers().get("host").and_then(|v| v.to_str().ok()).unwrap_or("-"),
                         req.headers().get("x-from").and_then(|v| v.to_str().ok()).unwrap_or("-"),
+                        if internal.is_empty() { String::new() } else { format!(" revmux={}", internal.join(",")) },
                     );
                     Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(text))))
                 });
@@ -136,6 +140,11 @@ respond = {{ status = 204 }}
     assert_eq!(s, StatusCode::OK);
     assert_eq!(headers["cache-control"], "no-store");
     assert_eq!(body_of(&body), "GET /base/v1?x=1 host=internal.test x-from=revmux\n");
+    // What a front-end client says in the proxy's own headers goes nowhere.
+    let req = Request::get("/api/v1").header("host", "x").header("revmux-response-timeout", "1");
+    let req = req.header("revmux-service", "other").body(Full::default()).unwrap();
+    let (s, _, body) = get_with(p.front, req).await;
+    assert_eq!((s, body_of(&body).as_str()), (StatusCode::OK, "GET /base/v1 host=internal.test x-from=revmux\n"));
 
     let (s, headers, _) = get(p.front, "/private").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);

@@ -227,9 +227,8 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&answer).into_owned()
 }
 
-/// A local service that accepts connections and never answers, and an origin `name` that
-/// forwards to it (`--upstream`), connected to `p`.
-pub async fn silent_upstream_origin(p: &TestProxy, name: &str) {
+/// A local service that accepts connections and never answers.
+pub async fn silent_service() -> SocketAddr {
     let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = silent.local_addr().unwrap();
     tokio::spawn(async move {
@@ -238,13 +237,22 @@ pub async fn silent_upstream_origin(p: &TestProxy, name: &str) {
             held.push(tcp);
         }
     });
-    upstream_origin(p, name, addr).await;
+    addr
+}
+
+/// A [`silent_service`] and an origin `name` that forwards to it (`--upstream`), connected to `p`.
+pub async fn silent_upstream_origin(p: &TestProxy, name: &str) {
+    upstream_origin(p, name, silent_service().await).await;
 }
 
 /// An origin `name` forwarding to the local service at `service` (`--upstream`), connected to `p`.
 pub async fn upstream_origin(p: &TestProxy, name: &str, service: SocketAddr) {
-    let app = App::Upstream(Box::new(origin::upstream::Upstream::new(&format!("http://{service}")).unwrap()));
-    start_origin(origin_settings(p, name, p.token.clone(), app));
+    upstream_origin_with(p, name, origin::upstream::Upstream::new(&format!("http://{service}")).unwrap()).await;
+}
+
+/// An origin `name` forwarding with `upstream`, connected to `p`.
+pub async fn upstream_origin_with(p: &TestProxy, name: &str, upstream: origin::upstream::Upstream) {
+    start_origin(origin_settings(p, name, p.token.clone(), App::Upstream(Box::new(upstream))));
     connected(p, name).await;
 }
 
