@@ -25,8 +25,9 @@ pub const SERVICE_HEADER: &str = "revmux-service";
 /// Header on a tunnel stream carrying how long the proxy waits for its answer (the route's
 /// `timeout`, else `--response-timeout`), in whole milliseconds. The origin waits for its local
 /// service that long and its own response timeout more, so a route that allows a slow report an
-/// hour is not cut short at the origin, and the proxy's own 504 comes first. The proxy sets it and removes any a front-end client sent; absent (an older
-/// proxy), the origin keeps its own default.
+/// hour is not cut short at the origin, and the proxy's own 504 comes first. The proxy sets it
+/// and removes any a front-end client sent; absent (an older proxy), the origin keeps its own
+/// default.
 pub const RESPONSE_TIMEOUT_HEADER: &str = "revmux-response-timeout";
 /// The name of an origin's one service today (its `--root` or `--upstream`).
 pub const DEFAULT_SERVICE: &str = "default";

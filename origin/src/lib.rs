@@ -53,7 +53,8 @@ impl App {
                 return no_such_service(&name);
             }
         }
-        // How long the proxy waits for this answer: the local service gets as long.
+        // How long the proxy waits for this answer: an --upstream service gets that long and
+        // its own response timeout more (upstream::RESPONSE_HEADER_TIMEOUT).
         let timeout = common::protocol::take_response_timeout(req.headers_mut());
         match self {
             App::Files(files) => files.handle(req).await,
