@@ -308,7 +308,8 @@ impl Upstream {
             let mut failed = match answered {
                 Ok(resp) => {
                     let pool = Arc::downgrade(&self.inner);
-                    return Ok(resp.map(|body| body::boxed(PooledBody { body, conn: Some(conn), pool, ended: false })));
+                    let body = |body| PooledBody { body, conn: Some(conn), pool, ended: false };
+                    return Ok(resp.map(|b| body::boxed(body::Gathered::new(body(b)))));
                 }
                 Err(Some(e)) => e,
                 // The connection ended before it took the request (it read the service's FIN
@@ -361,7 +362,7 @@ impl Upstream {
             completed: false,
         };
         let resp = sender.send_request(req).await?;
-        Ok(resp.map(|body| body::boxed(WithConnection { body, conn })))
+        Ok(resp.map(|body| body::boxed(body::Gathered::new(WithConnection { body, conn }))))
     }
 }
 

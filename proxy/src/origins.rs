@@ -3,6 +3,7 @@
 //! the origin that was asked for. Depends on nothing else in the proxy.
 
 use bytes::Bytes;
+use common::body::Gathered;
 use common::upload::Progress;
 use common::Secret;
 use h2::client::SendRequest;
@@ -300,7 +301,8 @@ impl OriginView {
 /// tunnel's `bytes_to_origin`.
 #[derive(Debug)]
 pub struct ToOrigin {
-    inner: Incoming,
+    /// Small pieces that arrive together cross the tunnel as one frame (`common::body::Gathered`).
+    inner: Gathered<Incoming>,
     meter: Option<Arc<Tunnel>>,
     /// Every body byte received from the front-end client (for its access-log line).
     received: Option<Arc<AtomicU64>>,
@@ -310,12 +312,12 @@ pub struct ToOrigin {
 
 impl ToOrigin {
     pub fn new(inner: Incoming) -> Self {
-        ToOrigin { inner, meter: None, received: None, progress: None }
+        ToOrigin { inner: Gathered::new(inner), meter: None, received: None, progress: None }
     }
 
     /// Count every body byte into `received` too, whichever tunnel or target it goes to.
     pub fn counted(inner: Incoming, received: Arc<AtomicU64>) -> Self {
-        ToOrigin { inner, meter: None, received: Some(received), progress: None }
+        ToOrigin { inner: Gathered::new(inner), meter: None, received: Some(received), progress: None }
     }
 
     /// Report the body's progress from now on, for [`common::upload::answer_within`]; `None`
