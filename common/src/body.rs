@@ -90,6 +90,10 @@ where
             other => return Poll::Ready(other),
         };
         let first = match first.into_data() {
+            // The last piece (a small answer with its length known): nothing to wait for.
+            Ok(data) if data.len() < SMALL_FRAME && this.inner.is_end_stream() => {
+                return Poll::Ready(Some(Ok(http_body::Frame::data(data))));
+            }
             Ok(data) if data.len() < SMALL_FRAME => data,
             Ok(data) => return Poll::Ready(Some(Ok(http_body::Frame::data(data)))),
             Err(frame) => return Poll::Ready(Some(Ok(frame))),
