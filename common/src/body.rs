@@ -29,8 +29,8 @@ where
 }
 
 /// Data frames smaller than this are gathered with the ones ready behind them ([`Gathered`]).
-/// It is h2's threshold: a received DATA frame below 256 bytes that the receiver has not read
-/// yet counts against a per-connection budget (half the connection window), and the
+/// Well above h2's own threshold: a received DATA frame below 256 bytes that the receiver has
+/// not read yet counts against a per-connection budget (half the connection window), and the
 /// connection is closed with `ENHANCE_YOUR_CALM` when it runs out.
 pub const SMALL_FRAME: usize = 4 * 1024;
 
