@@ -1,6 +1,7 @@
 //! Header rules for forwarding: which headers are hop-by-hop and must not cross a hop.
 
 use http::header::{self, HeaderMap, HeaderName};
+use http::StatusCode;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), plus the ones
 /// HTTP/2 forbids. `te: trailers` is the single value allowed through, and only to HTTP/2.
@@ -51,6 +52,63 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// A service's response that cannot be forwarded faithfully: its body is transfer-coded with
+/// something other than `chunked` (`gzip`, say), which hop-by-hop rules would strip and leave
+/// the client holding coded bytes with nothing saying so. The value is the header as sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnforwardableCoding(pub String);
+
+impl std::error::Error for UnforwardableCoding {}
+
+impl std::fmt::Display for UnforwardableCoding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the service answered with Transfer-Encoding: {}, and only chunked can be forwarded \
+             (have it send Content-Encoding instead)",
+            self.0
+        )
+    }
+}
+
+/// Make the head of a response read from an HTTP/1.1 service fit to forward:
+/// - a `Transfer-Encoding` other than exactly `chunked` is refused, as nginx refuses it;
+/// - with `Transfer-Encoding` a `Content-Length` is stale (RFC 9112 §6.3) and would be wrong
+///   once the coding is gone, so it goes first;
+/// - hop-by-hop headers go ([`remove_hop_by_hop`]);
+/// - a response that has no content drops its `Content-Length` ([`drop_length_without_content`]).
+pub fn forwardable_response(status: StatusCode, headers: &mut HeaderMap) -> Result<(), UnforwardableCoding> {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+        let chunked_alone = match (codings.next(), codings.next()) {
+            (Some(only), None) => only.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"),
+            _ => false,
+        };
+        if !chunked_alone {
+            let sent: Vec<String> = headers
+                .get_all(header::TRANSFER_ENCODING)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).chars().take(64).collect())
+                .collect();
+            return Err(UnforwardableCoding(sent.join(", ")));
+        }
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    remove_hop_by_hop(headers);
+    drop_length_without_content(status, headers);
+    Ok(())
+}
+
+/// A 1xx or 204 response has no content and must not carry `Content-Length` (RFC 9110 §8.6);
+/// HTTP/2 clients reset the stream of a 204 that does (curl: `PROTOCOL_ERROR`), so it is
+/// removed, as nginx removes it. A 304's `Content-Length` describes the representation it
+/// stands for and is allowed: it stays.
+pub fn drop_length_without_content(status: StatusCode, headers: &mut HeaderMap) {
+    if status == StatusCode::NO_CONTENT || status.is_informational() {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,5 +151,46 @@ mod tests {
         h.insert(header::TE, HeaderValue::from_static("gzip"));
         remove_hop_by_hop(&mut h);
         assert!(h.get(header::TE).is_none());
+    }
+
+    fn head(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs.iter().map(|(k, v)| (HeaderName::from_static(k), HeaderValue::from_static(v))).collect()
+    }
+
+    #[test]
+    fn chunked_alone_is_forwarded_without_its_stale_length() {
+        let mut h = head(&[("transfer-encoding", "Chunked "), ("content-length", "3"), ("content-type", "text/plain")]);
+        assert_eq!(forwardable_response(StatusCode::OK, &mut h), Ok(()));
+        assert_eq!(h, head(&[("content-type", "text/plain")]));
+        let mut h = head(&[("content-length", "3")]);
+        assert_eq!(forwardable_response(StatusCode::OK, &mut h), Ok(()));
+        assert_eq!(h, head(&[("content-length", "3")]));
+    }
+
+    #[test]
+    fn other_transfer_codings_are_refused() {
+        for sent in [
+            &[("transfer-encoding", "gzip")][..],
+            &[("transfer-encoding", "gzip, chunked")],
+            &[("transfer-encoding", "gzip"), ("transfer-encoding", "chunked")],
+        ] {
+            let mut h = head(sent);
+            let refused = forwardable_response(StatusCode::OK, &mut h).expect_err("a coding the client cannot see");
+            assert!(refused.0.starts_with("gzip"), "{refused:?}");
+            assert!(refused.to_string().contains("Content-Encoding"), "{refused}");
+        }
+        let mut h = head(&[("transfer-encoding", "identity")]);
+        assert!(forwardable_response(StatusCode::OK, &mut h).is_err());
+    }
+
+    #[test]
+    fn no_content_means_no_length() {
+        for (status, kept) in [(204, false), (103, false), (304, true), (200, true)] {
+            let mut h = head(&[("content-length", "7"), ("etag", "\"v1\"")]);
+            let status = StatusCode::from_u16(status).expect("a status");
+            assert_eq!(forwardable_response(status, &mut h), Ok(()));
+            assert_eq!(h.contains_key(header::CONTENT_LENGTH), kept, "{status}");
+            assert!(h.contains_key(header::ETAG));
+        }
     }
 }

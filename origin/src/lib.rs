@@ -4,6 +4,7 @@ pub mod backoff;
 pub mod config;
 pub mod dial;
 pub mod files;
+pub mod logs;
 pub mod preface;
 pub mod upstream;
 

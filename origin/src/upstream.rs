@@ -206,14 +206,17 @@ impl Upstream {
         };
         match answered {
             Ok(Ok(resp)) if head_len(resp.headers()) > MAX_RESPONSE_HEAD => self.head_too_large(),
-            Ok(Ok(mut resp)) => {
-                strip_hop_by_hop(resp.headers_mut());
-                resp
-            }
+            Ok(Ok(mut resp)) => match common::headers::forwardable_response(resp.status(), resp.headers_mut()) {
+                Ok(()) => resp,
+                // Dropped unread, and its connection with it (its end is the connection's).
+                Err(refused) => self.unforwardable(&refused),
+            },
             Ok(Err(e)) if e.head_too_large() => self.head_too_large(),
             Ok(Err(e)) => {
                 let cause = e.to_string();
-                tracing::warn!(upstream = %self.inner.base, error = %cause, "upstream request failed");
+                if let Some(suppressed) = crate::logs::UPSTREAM.allow() {
+                    tracing::warn!(upstream = %self.inner.base, error = %cause, suppressed, "upstream request failed");
+                }
                 error(StatusCode::BAD_GATEWAY, format!("502 bad gateway: upstream {} failed: {cause}", self.inner.base))
             }
             Err(late) => self.too_late(late, timeout),
@@ -240,14 +243,18 @@ impl Upstream {
                 format!("408 request timeout: nothing more of the request body came for {after:?}"),
             ),
         };
-        tracing::warn!(upstream = %base, timeout = ?after, ?late, "upstream exchange timed out");
+        if let Some(suppressed) = crate::logs::UPSTREAM.allow() {
+            tracing::warn!(upstream = %base, timeout = ?after, ?late, suppressed, "upstream exchange timed out");
+        }
         error(status, message)
     }
 
     /// The 502 for a response head over [`MAX_RESPONSE_HEAD`] or [`MAX_RESPONSE_HEADERS`]. The
     /// response (if any) is dropped unread, and its connection with it.
     fn head_too_large(&self) -> Response<BoxBody> {
-        tracing::warn!(upstream = %self.inner.base, limit = MAX_RESPONSE_HEAD, "upstream response head too large");
+        if let Some(suppressed) = crate::logs::UPSTREAM.allow() {
+            tracing::warn!(upstream = %self.inner.base, limit = MAX_RESPONSE_HEAD, suppressed, "upstream response head too large");
+        }
         error(
             StatusCode::BAD_GATEWAY,
             format!(
@@ -257,6 +264,14 @@ impl Upstream {
                 self.inner.base
             ),
         )
+    }
+
+    /// The 502 for an answer whose transfer coding cannot be forwarded.
+    fn unforwardable(&self, refused: &common::headers::UnforwardableCoding) -> Response<BoxBody> {
+        if let Some(suppressed) = crate::logs::UPSTREAM.allow() {
+            tracing::warn!(upstream = %self.inner.base, error = %refused, suppressed, "upstream response refused");
+        }
+        error(StatusCode::BAD_GATEWAY, format!("502 bad gateway: upstream {}: {refused}", self.inner.base))
     }
 
     /// A TCP connection to the service, within the handshake timeout.
@@ -772,6 +787,12 @@ mod tests {
                     5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
                     .to_vec();
             }
+            "/gzip-coded" => return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n\x1f\x8b".to_vec(),
+            "/gzip-then-chunked" => {
+                return b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\n\x1f\x8b\r\n0\r\n\r\n"
+                    .to_vec();
+            }
+            "/no-content" => return b"HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n".to_vec(),
             "/empty" => String::new(),
             "/big" => "0123456789abcdef".repeat(BIG_BODY / 16),
             "/partial" => {
@@ -945,7 +966,8 @@ mod tests {
             .expect("an answer in time")
             .expect("the stream works");
         let (parts, body) = response.into_parts();
-        (parts.status, parts.headers, body.collect().await.unwrap().to_bytes())
+        let body = tokio::time::timeout(Duration::from_secs(10), body.collect()).await.expect("the body in time");
+        (parts.status, parts.headers, body.unwrap().to_bytes())
     }
 
     #[tokio::test]
@@ -1008,6 +1030,25 @@ mod tests {
             assert_eq!((status, &got[..]), (StatusCode::OK, &b"hello world"[..]));
             assert!(headers.get(header::CONTENT_LENGTH).is_none(), "{headers:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn answers_that_cannot_be_forwarded_faithfully_are_refused_or_tidied() {
+        let upstream = Upstream::new(&format!("http://{}", scripted_service().await)).unwrap();
+        let (mut sender, conn) = tunnel(upstream).await;
+        for path in ["/gzip-coded", "/gzip-then-chunked"] {
+            let (status, _, got) = ask(&mut sender, http::Method::GET, path, b"").await;
+            let text = String::from_utf8_lossy(&got);
+            assert_eq!(status, StatusCode::BAD_GATEWAY, "{path}: {text}");
+            assert!(text.contains("Transfer-Encoding: gzip") && text.contains("Content-Encoding"), "{text}");
+        }
+        // A 204 with a length reaches the proxy without it (its HTTP/2 clients reset it).
+        let (status, headers, got) = ask(&mut sender, http::Method::GET, "/no-content", b"").await;
+        assert_eq!((status, got.len()), (StatusCode::NO_CONTENT, 0));
+        assert!(headers.get(header::CONTENT_LENGTH).is_none(), "{headers:?}");
+        let (status, _, _) = ask(&mut sender, http::Method::GET, "/", b"").await;
+        assert_eq!(status, StatusCode::OK, "the service is still usable");
+        assert!(!conn.is_finished());
     }
 
     #[tokio::test]

@@ -48,6 +48,8 @@ pub enum Error {
     Origin { origin: String, source: h2::Error },
     #[error("{url} failed before answering: {reason}")]
     Url { url: String, reason: String },
+    #[error("{url} answered, but not in a form that can be forwarded: {refused}")]
+    Unforwardable { url: String, refused: common::headers::UnforwardableCoding },
     #[error("every tunnel of origin {0} closed before the request could be sent")]
     TunnelsClosed(String),
     #[error("origin {origin} did not start answering within {after:?}")]
@@ -74,6 +76,7 @@ impl Error {
             | Error::OriginDown(_)
             | Error::Origin { .. }
             | Error::Url { .. }
+            | Error::Unforwardable { .. }
             | Error::TunnelsClosed(_) => StatusCode::BAD_GATEWAY,
             Error::ResponseTimeout { .. } | Error::UploadNotTaken { .. } => StatusCode::GATEWAY_TIMEOUT,
             Error::UploadStalled { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -100,6 +103,7 @@ impl Error {
             | Error::OriginDown(_)
             | Error::Origin { .. }
             | Error::Url { .. }
+            | Error::Unforwardable { .. }
             | Error::ResponseTimeout { .. }
             | Error::UploadNotTaken { .. } => Side::Origin,
         }
@@ -111,6 +115,7 @@ impl Error {
             self,
             Error::Origin { .. }
                 | Error::Url { .. }
+                | Error::Unforwardable { .. }
                 | Error::ResponseTimeout { .. }
                 | Error::UploadStalled { .. }
                 | Error::UploadNotTaken { .. }
@@ -121,7 +126,9 @@ impl Error {
     pub fn label(&self) -> &'static str {
         match self {
             Error::NoOrigin | Error::OriginDown(_) => "no_origin",
-            Error::Origin { .. } | Error::Url { .. } | Error::TunnelsClosed(_) => "origin_failed",
+            Error::Origin { .. } | Error::Url { .. } | Error::Unforwardable { .. } | Error::TunnelsClosed(_) => {
+                "origin_failed"
+            }
             Error::NoHost | Error::BadHost(_) | Error::TunnelRequestOnFrontEnd | Error::Unsupported(_) => "bad_request",
             Error::ResponseTimeout { .. } | Error::UploadNotTaken { .. } => "response_timeout",
             Error::UploadStalled { .. } => "upload_stalled",

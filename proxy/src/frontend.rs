@@ -276,6 +276,9 @@ async fn dispatch(
 ) -> Result<Response<BoxBody>, Error> {
     let table = proxy.table.load_full();
     let (mut resp, route) = answer(proxy, &table, req, conn, activity, served).await?;
+    // Whatever the target said (an origin older than this proxy, say), an HTTP/2 client
+    // resets a 204 that carries a length.
+    common::headers::drop_length_without_content(resp.status(), resp.headers_mut());
     route.policy.rewrite_response(resp.headers_mut());
     Ok(resp)
 }

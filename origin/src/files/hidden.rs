@@ -79,7 +79,9 @@ impl Policy {
         let real = match fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) {
             Ok(real) => real,
             Err(e) => {
-                warn!(error = %e, "cannot tell where an opened file lies; refusing it");
+                if let Some(suppressed) = crate::logs::FILES.allow() {
+                    warn!(error = %e, suppressed, "cannot tell where an opened file lies; refusing it");
+                }
                 return None;
             }
         };

@@ -185,7 +185,9 @@ impl FileServer {
             Ok(Outcome::AddSlash) => add_slash(uri, head),
             Ok(Outcome::List { dir, real, rel }) => self.list(dir, real, rel, uri, head).await,
             Err(e) => {
-                warn!(error = %e, path = %uri.path(), "file server task failed");
+                if let Some(suppressed) = crate::logs::FILES.allow() {
+                    warn!(error = %e, path = %uri.path(), suppressed, "file server task failed");
+                }
                 Reject::Internal.response(head)
             }
         }
@@ -211,11 +213,15 @@ impl FileServer {
             Ok(Ok(html)) => listing_response(html, head),
             Ok(Err((ListError::NoSuchPage, _))) => Reject::NoSuchPage.response(head),
             Ok(Err((ListError::Io(e), rel))) => {
-                warn!(error = %e, path = %rel.display(), "could not list directory");
+                if let Some(suppressed) = crate::logs::FILES.allow() {
+                    warn!(error = %e, path = %rel.display(), suppressed, "could not list directory");
+                }
                 Reject::Internal.response(head)
             }
             Err(e) => {
-                warn!(error = %e, path = %uri.path(), "directory listing task failed");
+                if let Some(suppressed) = crate::logs::FILES.allow() {
+                    warn!(error = %e, path = %uri.path(), suppressed, "directory listing task failed");
+                }
                 Reject::Internal.response(head)
             }
         }
@@ -314,7 +320,9 @@ fn serve(root: &Root, small: &SmallFiles, target: Target, ask: Ask) -> Outcome {
     let meta = match FileMeta::of(&fd) {
         Ok(meta) => meta,
         Err(e) => {
-            warn!(error = %e, path = %target.rel.display(), "could not stat file");
+            if let Some(suppressed) = crate::logs::FILES.allow() {
+                warn!(error = %e, path = %target.rel.display(), suppressed, "could not stat file");
+            }
             return Outcome::Ready(Reject::Internal.response(ask.head));
         }
     };
@@ -361,7 +369,9 @@ fn small_file(file: File, meta: &FileMeta, rel: &Path, ask: &Ask, small: &SmallF
     let data = match body::read_exact_at(&file, 0, meta.size) {
         Ok(data) => data,
         Err(e) => {
-            warn!(error = %e, path = %rel.display(), "could not read file");
+            if let Some(suppressed) = crate::logs::FILES.allow() {
+                warn!(error = %e, path = %rel.display(), suppressed, "could not read file");
+            }
             return Reject::Internal.response(ask.head);
         }
     };
@@ -375,7 +385,9 @@ fn file_response(file: File, meta: &FileMeta, rel: &Path, ask: &Ask) -> Response
     respond(&Representation::of(meta, rel), ask, |start, len| {
         if len <= INLINE_MAX {
             body::read_exact_at(&file, start, len).map(full).map_err(|e| {
-                warn!(error = %e, path = %rel.display(), "could not read file");
+                if let Some(suppressed) = crate::logs::FILES.allow() {
+                    warn!(error = %e, path = %rel.display(), suppressed, "could not read file");
+                }
                 Reject::Internal
             })
         } else {

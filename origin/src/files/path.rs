@@ -109,7 +109,9 @@ pub(crate) fn reject_for(err: Errno, rel: &Path) -> Reject {
         }
         Errno::ACCESS | Errno::PERM => Reject::Denied,
         _ => {
-            warn!(error = %err, path = %rel.display(), "could not open file");
+            if let Some(suppressed) = crate::logs::FILES.allow() {
+                warn!(error = %err, path = %rel.display(), suppressed, "could not open file");
+            }
             Reject::Internal
         }
     }
