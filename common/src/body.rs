@@ -37,9 +37,6 @@ pub const SMALL_FRAME: usize = 4 * 1024;
 /// The most bytes [`Gathered`] puts into one frame.
 pub const GATHERED_MAX: usize = 16 * 1024;
 
-/// What a body's `poll_frame` gives when ready.
-type Polled<E> = Option<Result<http_body::Frame<Bytes>, E>>;
-
 /// A body whose small data frames are merged with the data already waiting behind them, so a
 /// body that arrives in tiny pieces (an HTTP/1.1 upload or response in 1-byte chunks) crosses
 /// the tunnel in a few frames, not one HTTP/2 DATA frame per piece. Tiny frames are costly at
@@ -50,9 +47,9 @@ type Polled<E> = Option<Result<http_body::Frame<Bytes>, E>>;
 #[derive(Debug)]
 pub struct Gathered<B: http_body::Body> {
     inner: B,
-    /// What ended a gathering (a large frame, trailers, the end, an error): returned by the
-    /// next poll. Boxed, so the body stays small (rare, and it is a trailer map's size).
-    held: Option<Box<Polled<B::Error>>>,
+    /// What ended a gathering (a large frame, trailers, an error): returned by the next poll.
+    /// Boxed, so the body stays small (rare, and it is a trailer map's size).
+    held: Option<Box<Result<http_body::Frame<Bytes>, B::Error>>>,
     /// The inner body ended during a gathering (no allocation for the common case).
     ended: bool,
 }
@@ -80,7 +77,7 @@ where
         use std::task::Poll;
         let this = &mut *self;
         if let Some(held) = this.held.take() {
-            return Poll::Ready(*held);
+            return Poll::Ready(Some(*held));
         }
         if this.ended {
             return Poll::Ready(None);
@@ -105,7 +102,7 @@ where
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                     Ok(data) if data.len() >= SMALL_FRAME => {
                         // Not copied: it goes next, as it is.
-                        this.held = Some(Box::new(Some(Ok(http_body::Frame::data(data)))));
+                        this.held = Some(Box::new(Ok(http_body::Frame::data(data))));
                         break;
                     }
                     Ok(data) => gathered
@@ -116,7 +113,7 @@ where
                         })
                         .extend_from_slice(&data),
                     Err(trailers) => {
-                        this.held = Some(Box::new(Some(Ok(trailers))));
+                        this.held = Some(Box::new(Ok(trailers)));
                         break;
                     }
                 },
@@ -125,7 +122,7 @@ where
                     break;
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    this.held = Some(Box::new(Some(Err(e))));
+                    this.held = Some(Box::new(Err(e)));
                     break;
                 }
             }
@@ -135,10 +132,7 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.held {
-            Some(held) => held.is_none(),
-            None => self.ended || self.inner.is_end_stream(),
-        }
+        self.held.is_none() && (self.ended || self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
