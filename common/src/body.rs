@@ -84,7 +84,11 @@ where
         }
         let first = match std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_frame(cx)) {
             Some(Ok(frame)) => frame,
-            other => return Poll::Ready(other),
+            None => {
+                this.ended = true;
+                return Poll::Ready(None);
+            }
+            Some(Err(e)) => return Poll::Ready(Some(Err(e))),
         };
         let first = match first.into_data() {
             // The last piece (a small answer with its length known): nothing to wait for.

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# 15 HTTP/2 front end: h2c with prior knowledge (GET, Range, HEAD) is HTTP/2 and byte-exact;
+# 15 HTTP/2 front end: h2c with prior knowledge (GET, Range, HEAD) is HTTP/2 and byte-exact, and
+# a HEAD that p answers itself gets the head alone;
 # a p started with --tls --hostname media.example.test (own p/c pair, fresh certs in
 # .work/certs-tls) negotiates h2 by ALPN for `curl --http2 --cacert ca.pem https://localhost:PORT/`
 # (byte-exact; 64 downloads multiplexed on one connection), http/1.1 when asked, and its
@@ -21,6 +22,10 @@ if [[ $FRONT == http://* ]]; then
   check_eq "h2c HEAD: status" 200 "$R_STATUS"
   check_eq "h2c HEAD: Content-Length" "$(fsize "$FIX/poster.png")" "$(hdr h2h content-length)"
   check_eq "h2c HEAD: no body" 0 "$R_SIZE"
+  # p's own answers carry a body (the reason); to HEAD it must not be sent (curl: PROTOCOL_ERROR).
+  req h2he "$FRONT/poster.png" --http2-prior-knowledge -I -H 'Host: 127.0.0.1:99999'
+  check_eq "h2c HEAD answered by p itself (a bad port: 400): head only, its length, a clean end" \
+    "400, curl exit 0, 0 bytes, length set" "$R_STATUS, curl exit $R_RC, $R_SIZE bytes, length $([ -n "$(hdr h2he content-length)" ] && echo set)"
 else
   skip "h2c prior-knowledge checks need an http:// front end (FRONT=$FRONT)"
 fi

@@ -13,9 +13,11 @@ Binds 127.0.0.1 on a free port (port 0), writes the port to FILE.
   GET  /many-headers          200 with 300 header lines X-Line-001: value-001 ... X-Line-300
   GET  /cl-and-te             200 with both Content-Length: 7 and Transfer-Encoding: chunked;
                               the chunked body (100,000 bytes in 7 chunks) is DIR/cl-te.bin
-  GET  /no-content            204 with Content-Length: 0 (RFC 9110 forbids it; frameworks send it)
+  GET  /no-content[?zero]     204 with Content-Length: 7 (0 with ?zero; RFC 9110 forbids either,
+                              frameworks send it)
   GET  /not-modified          304 with Content-Length: 5000 (the length of the unsent representation)
   GET  /gzip-te               200 with Transfer-Encoding: gzip (not chunked): a body ended by close
+                              (to HEAD too: the head only, then close)
   GET  /tiny-chunks?n=N       200 chunked, N one-byte chunks (default 300,000), 1,000 per write: the
                               whole body is N bytes of "x"
   ANY  /never                 reads the request and never answers (until the client goes away,
@@ -128,7 +130,7 @@ class Handler(socketserver.BaseRequestHandler):
             self.send("304 Not Modified", [("Content-Length", b"5000"), ("ETag", b'"v1"')])
         elif path == b"/gzip-te":
             self.send("200 OK", [("Content-Type", b"text/plain"), ("Transfer-Encoding", b"gzip")],
-                      b"\x1f\x8b\x08\x00not-really-gzip")
+                      b"\x1f\x8b\x08\x00not-really-gzip" if method != b"HEAD" else b"")
             return False
         elif path == b"/tiny-chunks":
             query = dict(kv.partition(b"=")[::2] for kv in target.partition(b"?")[2].split(b"&") if kv)

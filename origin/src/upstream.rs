@@ -182,7 +182,7 @@ impl Upstream {
             Err(e) => return error(StatusCode::BAD_REQUEST, format!("400 bad request: {e}")),
         };
         parts.version = Version::HTTP_11;
-        strip_hop_by_hop(&mut parts.headers);
+        strip_request_hop_by_hop(&mut parts.headers);
         if let Some(host) = public_host {
             parts.headers.insert(header::HOST, host);
         } else if !parts.headers.contains_key(header::HOST) {
@@ -206,11 +206,14 @@ impl Upstream {
         };
         match answered {
             Ok(Ok(resp)) if head_len(resp.headers()) > MAX_RESPONSE_HEAD => self.head_too_large(),
-            Ok(Ok(mut resp)) => match common::headers::forwardable_response(resp.status(), resp.headers_mut()) {
-                Ok(()) => resp,
-                // Dropped unread, and its connection with it (its end is the connection's).
-                Err(refused) => self.unforwardable(&refused),
-            },
+            Ok(Ok(mut resp)) => {
+                let bodyless = http_body::Body::is_end_stream(resp.body());
+                match common::headers::forwardable_response(resp.status(), resp.headers_mut(), bodyless) {
+                    Ok(()) => resp,
+                    // Dropped unread: a connection with a body left unread is closed, not pooled.
+                    Err(refused) => self.unforwardable(&refused),
+                }
+            }
             Ok(Err(e)) if e.head_too_large() => self.head_too_large(),
             Ok(Err(e)) => {
                 let cause = e.to_string();
@@ -678,13 +681,9 @@ fn head_len(headers: &HeaderMap) -> usize {
         + headers.iter().map(|(name, value)| name.as_str().len() + value.len() + ": \r\n".len()).sum::<usize>()
 }
 
-/// Remove hop-by-hop headers. A message with `Transfer-Encoding` is delimited by it, so a
-/// `Content-Length` next to it is stale (RFC 9112 6.3) and would be wrong once the
-/// `Transfer-Encoding` is gone: it goes first.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        headers.remove(header::CONTENT_LENGTH);
-    }
+/// Remove a request's hop-by-hop headers, a stale `Content-Length` first.
+fn strip_request_hop_by_hop(headers: &mut HeaderMap) {
+    common::headers::drop_stale_length(headers);
     remove_hop_by_hop(headers);
 }
 
@@ -732,12 +731,12 @@ mod tests {
         h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        strip_hop_by_hop(&mut h);
+        strip_request_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key(header::CONTENT_TYPE));
         let mut h = HeaderMap::new();
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
-        strip_hop_by_hop(&mut h);
+        strip_request_hop_by_hop(&mut h);
         assert_eq!(h.get(header::CONTENT_LENGTH).map(HeaderValue::as_bytes), Some(&b"3"[..]));
     }
 
@@ -1040,7 +1039,7 @@ mod tests {
             let (status, _, got) = ask(&mut sender, http::Method::GET, path, b"").await;
             let text = String::from_utf8_lossy(&got);
             assert_eq!(status, StatusCode::BAD_GATEWAY, "{path}: {text}");
-            assert!(text.contains("Transfer-Encoding: gzip") && text.contains("Content-Encoding"), "{text}");
+            assert!(text.contains("Transfer-Encoding \"gzip") && text.contains("Content-Encoding"), "{text}");
         }
         // A 204 with a length reaches the proxy without it (its HTTP/2 clients reset it).
         let (status, headers, got) = ask(&mut sender, http::Method::GET, "/no-content", b"").await;

@@ -48,7 +48,7 @@ pub enum Error {
     Origin { origin: String, source: h2::Error },
     #[error("{url} failed before answering: {reason}")]
     Url { url: String, reason: String },
-    #[error("{url} answered, but not in a form that can be forwarded: {refused}")]
+    #[error("{url}: {refused}")]
     Unforwardable { url: String, refused: common::headers::UnforwardableCoding },
     #[error("every tunnel of origin {0} closed before the request could be sent")]
     TunnelsClosed(String),

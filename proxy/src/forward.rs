@@ -284,7 +284,7 @@ pub async fn to_url(
         Err(late) => return Err(too_late(late, text, timeout)),
     };
     let (mut parts, incoming) = resp.into_parts();
-    common::headers::forwardable_response(parts.status, &mut parts.headers)
+    common::headers::forwardable_response(parts.status, &mut parts.headers, incoming.is_end_stream())
         .map_err(|refused| Error::Unforwardable { url: text.to_owned(), refused })?;
     let body = Held { inner: incoming, _slot: slot, _active: active };
     Ok(Response::from_parts(parts, body::boxed(body)))

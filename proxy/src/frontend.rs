@@ -21,7 +21,7 @@ use common::ratelimit::truncate_for_log;
 use common::tuning;
 use http::header::{self, HeaderValue};
 use http::uri::Scheme;
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::{service_fn, Service};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -258,6 +258,11 @@ pub async fn handle(
             e.into_response()
         }
     };
+    // An answer to HEAD has no body, whoever wrote one (p's own error pages, a `respond`
+    // route, an origin): hyper's HTTP/1.1 server leaves it out, but its HTTP/2 server would
+    // send it, and the client would reset the stream. The headers (Content-Length among
+    // them, describing a GET) stay.
+    let resp = if record.method() == Method::HEAD { without_body(resp) } else { resp };
     let head_after = record.responded(resp.status());
     proxy.latencies.observe(record.origin_label(), resp.status(), head_after);
     if !crate::access::enabled() {
@@ -265,6 +270,16 @@ pub async fn handle(
     }
     let (parts, body) = resp.into_parts();
     Response::from_parts(parts, body::boxed(Logged::new(body, record)))
+}
+
+/// The answer to a HEAD request: `resp`'s head, and the length its body would have had when
+/// no header says it already (a body of known length: p's own pages).
+fn without_body(resp: Response<BoxBody>) -> Response<BoxBody> {
+    let (mut parts, body) = resp.into_parts();
+    if let Some(len) = http_body::Body::size_hint(&body).exact().filter(|&len| len > 0) {
+        parts.headers.entry(header::CONTENT_LENGTH).or_insert(HeaderValue::from(len));
+    }
+    Response::from_parts(parts, body::empty())
 }
 
 async fn dispatch(
@@ -276,10 +291,10 @@ async fn dispatch(
 ) -> Result<Response<BoxBody>, Error> {
     let table = proxy.table.load_full();
     let (mut resp, route) = answer(proxy, &table, req, conn, activity, served).await?;
-    // Whatever the target said (an origin older than this proxy, say), an HTTP/2 client
-    // resets a 204 that carries a length.
-    common::headers::drop_length_without_content(resp.status(), resp.headers_mut());
     route.policy.rewrite_response(resp.headers_mut());
+    // Whatever the target or the route's headers said (an origin older than this proxy, say),
+    // an HTTP/2 client resets a 204 that carries a length.
+    common::headers::drop_length_without_content(resp.status(), resp.headers_mut());
     Ok(resp)
 }
 

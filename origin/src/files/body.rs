@@ -469,8 +469,13 @@ mod tests {
         assert_eq!(got, &data[1000..291_000]);
     }
 
+    /// Held by the tests that count on the pool's buffers: one of them takes every buffer
+    /// there is, which leaves the other none to reuse.
+    static POOL_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     #[tokio::test]
     async fn sent_buffers_are_reused() {
+        let _alone = POOL_TESTS.lock().await;
         let (f, data) = file_with(1_000_000);
         let mut body = FileBody::new(f.reopen().unwrap(), 0, 1_000_000);
         let mut got = Vec::new();
@@ -493,6 +498,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_waits_when_every_buffer_is_in_use() {
+        let _alone = POOL_TESTS.lock().await;
         let (f, data) = file_with(300_000);
         // Hold every buffer (other tests may hold some too: take what is there).
         let mut held = Vec::new();
