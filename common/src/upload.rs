@@ -78,6 +78,11 @@ impl Progress {
         self.end.load(Ordering::Relaxed) == WHOLE
     }
 
+    /// The body ended in an error (its sender broke it off, or sent it malformed).
+    pub fn failed(&self) -> bool {
+        self.end.load(Ordering::Relaxed) == FAILED
+    }
+
     /// How long nothing has moved, at `now`.
     fn quiet_for(&self, now: Instant) -> Duration {
         let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));

@@ -56,6 +56,8 @@ pub enum Error {
     ResponseTimeout { origin: String, after: Duration },
     #[error("the request body stopped: nothing more of it came for {after:?}")]
     UploadStalled { after: Duration },
+    #[error("the request body broke off (cut short or malformed), so the request was abandoned")]
+    UploadBroken,
     #[error("origin {origin} took nothing more of the request body for {after:?}")]
     UploadNotTaken { origin: String, after: Duration },
     #[error("this client already has {0} requests in flight; try again shortly")]
@@ -67,7 +69,9 @@ pub enum Error {
 impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
-            Error::NoHost | Error::BadHost(_) | Error::TunnelRequestOnFrontEnd => StatusCode::BAD_REQUEST,
+            Error::NoHost | Error::BadHost(_) | Error::TunnelRequestOnFrontEnd | Error::UploadBroken => {
+                StatusCode::BAD_REQUEST
+            }
             Error::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
             Error::NoRoute { .. } => StatusCode::NOT_FOUND,
             Error::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -91,7 +95,8 @@ impl Error {
             | Error::TunnelRequestOnFrontEnd
             | Error::Unsupported(_)
             | Error::ClientBusy(_)
-            | Error::UploadStalled { .. } => Side::Client,
+            | Error::UploadStalled { .. }
+            | Error::UploadBroken => Side::Client,
             Error::NoRoute { .. } | Error::Forbidden(_) | Error::Unauthorized { .. } | Error::OriginBusy { .. } => {
                 Side::Proxy
             }
@@ -118,6 +123,7 @@ impl Error {
                 | Error::Unforwardable { .. }
                 | Error::ResponseTimeout { .. }
                 | Error::UploadStalled { .. }
+                | Error::UploadBroken
                 | Error::UploadNotTaken { .. }
         )
     }
@@ -129,7 +135,11 @@ impl Error {
             Error::Origin { .. } | Error::Url { .. } | Error::Unforwardable { .. } | Error::TunnelsClosed(_) => {
                 "origin_failed"
             }
-            Error::NoHost | Error::BadHost(_) | Error::TunnelRequestOnFrontEnd | Error::Unsupported(_) => "bad_request",
+            Error::NoHost
+            | Error::BadHost(_)
+            | Error::TunnelRequestOnFrontEnd
+            | Error::Unsupported(_)
+            | Error::UploadBroken => "bad_request",
             Error::ResponseTimeout { .. } | Error::UploadNotTaken { .. } => "response_timeout",
             Error::UploadStalled { .. } => "upload_stalled",
             Error::ClientBusy(_) => "client_busy",

@@ -17,7 +17,7 @@ use common::body::{self, BoxBody, BoxError};
 use common::headers::remove_hop_by_hop;
 use common::ratelimit::truncate_for_log;
 use common::tuning;
-use common::upload::{answer_within, Late};
+use common::upload::{answer_within, Late, Progress};
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, Scheme};
 use http::{Method, Request, Response, Uri, Version};
@@ -219,6 +219,8 @@ pub async fn to_origin(
         };
         let resp = match answer_within(opened.response, timeout, progress.as_deref()).await {
             Ok(Ok(resp)) => resp,
+            // The stream was reset because the upload broke off: the client's doing.
+            Ok(Err(_)) if progress.as_deref().is_some_and(Progress::failed) => return Err(Error::UploadBroken),
             Ok(Err(e)) => return Err(Error::Origin { origin: tunnel.origin.clone(), source: e }),
             Err(late) => return Err(too_late(late, &tunnel.origin, timeout)),
         };
@@ -277,6 +279,7 @@ pub async fn to_url(
     let progress = req.body_mut().track();
     let resp = match answer_within(url_client().request(req), timeout, progress.as_deref()).await {
         Ok(Ok(resp)) => resp,
+        Ok(Err(_)) if progress.as_deref().is_some_and(Progress::failed) => return Err(Error::UploadBroken),
         Ok(Err(e)) => {
             let reason = std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string());
             return Err(Error::Url { url: text.to_owned(), reason });
