@@ -12,6 +12,7 @@ pub mod body;
 pub mod certs;
 pub mod cli;
 pub mod coalesce;
+pub mod h2body;
 pub mod headers;
 pub mod logging;
 pub mod memory;

@@ -109,10 +109,11 @@ pub const FRONTEND_MAX_CONCURRENT_STREAMS: u32 = 128;
 /// that a burst of requests cannot grow hundreds of threads that then fight for two cores.
 pub const MAX_BLOCKING_THREADS: usize = 32;
 
-/// HTTP/2 PING interval on an idle or busy tunnel; with [`KEEPALIVE_TIMEOUT`] a dead peer is
-/// noticed within about ten seconds even when the TCP connection never reports an error.
+/// A tunnel end that has heard nothing from the other for this long sends an HTTP/2 PING; with
+/// [`KEEPALIVE_TIMEOUT`] a dead peer is noticed within ten to fifteen seconds even when the TCP
+/// connection never reports an error (`tunnel::keepalive`).
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
-/// How long a PING may go unanswered before the tunnel is declared dead.
+/// How long nothing at all may arrive after a PING before the tunnel is declared dead.
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Each step of establishing a tunnel (TCP connect, TLS handshake, PUT/101 exchange, HTTP/2

@@ -1,12 +1,16 @@
-//! The tunnel's HTTP/2 settings, built in one place for both ends: the proxy runs the HTTP/2
-//! client (with `h2` directly), the origin the server (hyper's), and the limits each enforces
-//! must agree with what the other may send (see [`crate::tuning`]).
+//! The tunnel's HTTP/2 settings, built in one place for both ends, and its keep-alive: the
+//! proxy runs the HTTP/2 client and the origin the server, both with `h2` directly, and the
+//! limits each enforces must agree with what the other may send (see [`crate::tuning`]).
 
 use crate::tuning;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The proxy's end: an `h2` client over the upgraded tunnel connection. Keep-alive pings are
-/// the caller's to send ([`tuning::KEEPALIVE_INTERVAL`]); hyper's server answers them.
+/// the caller's to send ([`keepalive`]); `h2` answers the other end's by itself.
 pub fn client_builder() -> h2::client::Builder {
     let mut builder = h2::client::Builder::new();
     builder
@@ -23,22 +27,123 @@ pub fn client_builder() -> h2::client::Builder {
     builder
 }
 
-/// The origin's end: an HTTP/2 server over its side of the tunnel.
-pub fn server_builder() -> hyper::server::conn::http2::Builder<TokioExecutor> {
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+/// The origin's end: an `h2` server over its side of the tunnel. Keep-alive pings are the
+/// caller's to send, as at the proxy.
+pub fn server_builder() -> h2::server::Builder {
+    let mut builder = h2::server::Builder::new();
     builder
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(tuning::STREAM_WINDOW)
+        .initial_window_size(tuning::STREAM_WINDOW)
         .initial_connection_window_size(tuning::CONNECTION_WINDOW)
         .max_frame_size(tuning::MAX_FRAME_SIZE)
-        .max_send_buf_size(tuning::MAX_SEND_BUFFER)
+        .max_send_buffer_size(tuning::MAX_SEND_BUFFER)
         .max_header_list_size(tuning::MAX_HEADER_LIST_SIZE)
         .max_local_error_reset_streams(None)
-        .keep_alive_interval(tuning::KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(tuning::KEEPALIVE_TIMEOUT)
         .max_concurrent_streams(tuning::MAX_CONCURRENT_STREAMS)
         .max_pending_accept_reset_streams(tuning::MAX_PENDING_ACCEPT_RESETS);
     builder
+}
+
+/// Why a tunnel's keep-alive gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum KeepaliveError {
+    #[error("nothing heard for {0:?} after a ping: the other end is gone or frozen")]
+    Timeout(std::time::Duration),
+    #[error("ping failed: {0}")]
+    Ping(#[from] h2::Error),
+}
+
+/// How many reads on a connection have brought bytes: anything heard from the other end shows
+/// it alive, so the keep-alive only asks (pings) when it has heard nothing for a while.
+#[derive(Clone, Debug, Default)]
+pub struct Heard(Arc<AtomicU64>);
+
+impl Heard {
+    fn count(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A connection whose reads count into a [`Heard`].
+#[derive(Debug)]
+pub struct Hearing<T> {
+    io: T,
+    heard: Heard,
+}
+
+impl<T> Hearing<T> {
+    pub fn new(io: T, heard: Heard) -> Self {
+        Hearing { io, heard }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Hearing<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.heard.0.fetch_add(1, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Hearing<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Keep-alive for one end of a tunnel (both ends run it). After `interval` in which nothing
+/// was heard from the other end, ping it; give up when, after the ping, nothing at all (the
+/// answer or anything else) arrives for `timeout`: the connection is dead even if TCP has not
+/// noticed. A busy tunnel is not pinged, and an answer stuck behind a slow link's queue of
+/// data is waited for as long as that data keeps arriving. Runs beside the connection (whose
+/// task must be polled for the answer to arrive).
+pub async fn keepalive(
+    mut pings: h2::PingPong,
+    heard: Heard,
+    interval: std::time::Duration,
+    timeout: std::time::Duration,
+) -> KeepaliveError {
+    let mut seen = heard.count();
+    loop {
+        tokio::time::sleep(interval).await;
+        if heard.count() != seen {
+            seen = heard.count();
+            continue;
+        }
+        let ping = pings.ping(h2::Ping::opaque());
+        tokio::pin!(ping);
+        loop {
+            match tokio::time::timeout(timeout, &mut ping).await {
+                Ok(Ok(_)) => break,
+                Ok(Err(e)) => return e.into(),
+                Err(_) if heard.count() == seen => return KeepaliveError::Timeout(timeout),
+                Err(_) => seen = heard.count(),
+            }
+        }
+        seen = heard.count();
+    }
 }
 
 #[cfg(test)]
@@ -47,19 +152,37 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use http::{Request, Response};
-    use http_body_util::Full;
-    use hyper_util::rt::TokioIo;
-    use std::convert::Infallible;
 
-    /// A client and server with the tunnel's settings over an in-memory pipe.
+    #[tokio::test(start_paused = true)]
+    async fn keepalive_gives_up_on_a_peer_that_never_answers() {
+        use std::time::Duration;
+        // The far end of the pipe is held open but never read: a tunnel whose other end froze.
+        let (client_io, _frozen) = tokio::io::duplex(64 * 1024);
+        let (_sender, mut conn) = client_builder().handshake::<_, Bytes>(client_io).await.unwrap();
+        let pings = conn.ping_pong().unwrap();
+        let keepalive = keepalive(pings, Heard::default(), Duration::from_secs(5), Duration::from_secs(5));
+        let started = tokio::time::Instant::now();
+        let gave_up = tokio::select! {
+            e = keepalive => Some(e),
+            _ = &mut conn => None,
+        };
+        assert!(matches!(gave_up, Some(KeepaliveError::Timeout(_))), "{gave_up:?}");
+        assert_eq!(started.elapsed(), Duration::from_secs(10), "one interval, then the timeout");
+    }
+
+    /// A client and server with the tunnel's settings over an in-memory pipe. The server
+    /// answers each request with the size of its header values.
     async fn pair() -> h2::client::SendRequest<Bytes> {
         let (client_io, server_io) = tokio::io::duplex(64 * 1024);
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+            let mut conn = server_builder().handshake::<_, Bytes>(server_io).await.unwrap();
+            while let Some(Ok((req, mut respond))) = conn.accept().await {
                 let size: usize = req.headers().values().map(|v| v.len()).sum();
-                Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(size.to_string()))))
-            });
-            let _ = server_builder().serve_connection(TokioIo::new(server_io), service).await;
+                let body = Bytes::from(size.to_string());
+                if let Ok(mut send) = respond.send_response(Response::new(()), false) {
+                    let _ = send.send_data(body, true);
+                }
+            }
         });
         let (sender, conn) = client_builder().handshake(client_io).await.unwrap();
         tokio::spawn(conn);

@@ -20,6 +20,11 @@ Binds 127.0.0.1 on a free port (port 0), writes the port to FILE.
                               (to HEAD too: the head only, then close)
   GET  /tiny-chunks?n=N       200 chunked, N one-byte chunks (default 300,000), 1,000 per write: the
                               whole body is N bytes of "x"
+  GET  /paced-chunks?n=N&us=U 200 chunked, N one-byte chunks (default 100,000), each its own write,
+                              U microseconds apart (default 20): pieces too far apart for c to
+                              gather, so each crosses the tunnel as a DATA frame of its own
+  ANY  /unread?s=S            reads the head and never the body, answers nothing, and closes after S
+                              seconds (default 60, at most 120): a stuck application
   ANY  /never                 reads the request and never answers (until the client goes away,
                               at most 120 s)
 Requests without Connection: close are kept alive (c pools its connections).
@@ -106,6 +111,11 @@ class Handler(socketserver.BaseRequestHandler):
         path = target.split(b"?")[0]
         if b"://" in path:  # absolute-form: route it anyway (and /record records it as it came)
             path = b"/" + path.split(b"://", 1)[1].partition(b"/")[2]
+        if path == b"/unread":
+            # A stuck application: the body stays unread, nothing is answered.
+            time.sleep(min(float(dict(kv.partition(b"=")[::2] for kv in target.partition(b"?")[2].split(b"&")
+                                      if kv).get(b"s", b"60")), 120))
+            return False
         body_len = self.read_body(headers)
         keep = b"close" not in b",".join(v for k, v in headers if k == b"connection").lower()
         if path.startswith(b"/record"):
@@ -138,6 +148,18 @@ class Handler(socketserver.BaseRequestHandler):
             self.send("200 OK", [("Content-Type", b"application/octet-stream"), ("Transfer-Encoding", b"chunked")])
             for start in range(0, n, 1000):
                 self.request.sendall(b"1\r\nx\r\n" * min(1000, n - start))
+            self.request.sendall(b"0\r\n\r\n")
+        elif path == b"/paced-chunks":
+            query = dict(kv.partition(b"=")[::2] for kv in target.partition(b"?")[2].split(b"&") if kv)
+            n = min(int(query.get(b"n", b"100000")), 1000000)
+            gap = int(query.get(b"us", b"20")) / 1e6
+            self.send("200 OK", [("Content-Type", b"application/octet-stream"), ("Transfer-Encoding", b"chunked")])
+            due = time.monotonic()
+            for _ in range(n):
+                due += gap
+                while time.monotonic() < due:
+                    pass
+                self.request.sendall(b"1\r\nx\r\n")
             self.request.sendall(b"0\r\n\r\n")
         elif path == b"/never":
             deadline = time.monotonic() + 120

@@ -6,19 +6,14 @@ pub mod dial;
 pub mod files;
 pub mod logs;
 pub mod preface;
+pub mod serve;
 pub mod upstream;
 
 use backoff::Backoff;
 use common::body::BoxBody;
-use common::coalesce::{Coalesce, Preparing};
-use common::tuning;
 use config::{App, Settings};
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use preface::PrefaceDeadline;
-use std::convert::Infallible;
+pub use serve::{serve_tunnel, RequestBody};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, info_span, warn, Instrument};
@@ -45,7 +40,7 @@ impl App {
     }
 
     /// Answer one stream from the tunnel.
-    pub async fn handle(&self, mut req: Request<Incoming>) -> Response<BoxBody> {
+    pub async fn handle(&self, mut req: Request<RequestBody>) -> Response<BoxBody> {
         common::memory::worked();
         // A route may name one of this origin's services; today it has one, the default.
         if let Some(service) = req.headers_mut().remove(common::protocol::SERVICE_HEADER) {
@@ -142,45 +137,5 @@ async fn sleep_or_shutdown(delay: Duration, shutdown: &CancellationToken) -> boo
     tokio::select! {
         _ = shutdown.cancelled() => true,
         _ = tokio::time::sleep(delay) => false,
-    }
-}
-
-/// Serve HTTP/2 over the upgraded tunnel until it ends. On shutdown, stop taking new streams
-/// (GOAWAY) and give in-flight ones [`tuning::SHUTDOWN_GRACE`] to finish.
-/// The proxy must start speaking HTTP/2 within [`tuning::HANDSHAKE_TIMEOUT`] ([`preface`]).
-pub async fn serve_tunnel<I>(upgraded: I, app: App, shutdown: &CancellationToken) -> Result<(), hyper::Error>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    // Answers being prepared: while there are any, the tunnel gathers the ready ones into one
-    // write ([`Coalesce`]).
-    let preparing = Preparing::default();
-    let io = TokioIo::new(Coalesce::new(
-        PrefaceDeadline::new(TokioIo::new(upgraded), tuning::HANDSHAKE_TIMEOUT),
-        preparing.clone(),
-    ));
-    let service = service_fn(move |req| {
-        let app = app.clone();
-        let preparing = preparing.start();
-        async move {
-            let resp = app.handle(req).await;
-            drop(preparing);
-            Ok::<_, Infallible>(resp)
-        }
-    });
-    let conn = common::tunnel::server_builder().serve_connection(io, service);
-    tokio::pin!(conn);
-    tokio::select! {
-        r = conn.as_mut() => return r,
-        _ = shutdown.cancelled() => {}
-    }
-    info!("shutting down: finishing in-flight streams");
-    conn.as_mut().graceful_shutdown();
-    match tokio::time::timeout(tuning::SHUTDOWN_GRACE, conn).await {
-        Ok(r) => r,
-        Err(_) => {
-            warn!(grace = ?tuning::SHUTDOWN_GRACE, "streams still open after the grace period; closing the tunnel");
-            Ok(())
-        }
     }
 }

@@ -134,6 +134,14 @@ fn metrics_text(proxy: &Proxy) -> Result<String, std::fmt::Error> {
         evicted,
     );
 
+    let drained = Counter::<u64>::default();
+    drained.inc_by(stalls.drained_frames.load(Ordering::Relaxed));
+    registry.register(
+        "frames_drained",
+        "Response DATA frames the proxy moved out of HTTP/2's buffers while their front-end client was away",
+        drained,
+    );
+
     let in_flight = Gauge::<i64>::default();
     in_flight.set(stalls.len() as i64);
     registry.register("responses_in_flight", "Responses streaming from origins to front-end clients", in_flight);

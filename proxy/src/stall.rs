@@ -4,6 +4,7 @@
 
 use crate::clients::ClientKey;
 use crate::stream::OriginBody;
+use common::h2body::WakeQueue;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -70,6 +71,10 @@ pub struct Stalls {
     send_timeout: Duration,
     pub evicted_pressure: AtomicU64,
     pub evicted_send_timeout: AtomicU64,
+    /// Frames moved out of `h2` for front ends that were away ([`Stalls::drain_away`]).
+    pub drained_frames: AtomicU64,
+    /// Streams `h2` woke because more arrived while their front end was away.
+    woken: Arc<WakeQueue<Watch>>,
 }
 
 /// A response's registration; removes it when dropped.
@@ -101,6 +106,8 @@ impl Stalls {
             send_timeout,
             evicted_pressure: AtomicU64::new(0),
             evicted_send_timeout: AtomicU64::new(0),
+            drained_frames: AtomicU64::new(0),
+            woken: Arc::default(),
         })
     }
 
@@ -131,6 +138,9 @@ impl Stalls {
             offered_ms: AtomicU64::new(self.now_ms() + 1),
             state: Mutex::new(WatchState { incoming: Some(incoming), evicted: None }),
         });
+        if let Some(incoming) = watch.state.lock().unwrap_or_else(|p| p.into_inner()).incoming.as_mut() {
+            incoming.wake_drainer(self.woken.waker_for(&watch));
+        }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         self.streams.lock().unwrap_or_else(|p| p.into_inner()).insert(id, watch.clone());
         Registration { stalls: self.clone(), id, watch }
@@ -144,11 +154,16 @@ impl Stalls {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
+                watches = self.woken.woken() => {
+                    self.drain(watches);
+                    continue;
+                }
             }
             let now = self.tick_clock();
             for (watch, why) in self.to_evict(now) {
                 self.evict(&watch, why);
             }
+            self.drain_away();
         }
     }
 
@@ -167,6 +182,36 @@ impl Stalls {
         drop(streams);
         stalled.sort_by_key(|s| std::cmp::Reverse(s.0));
         stalled
+    }
+
+    /// Move the frames of every stream whose front end is away (it was handed a frame and has
+    /// not come back) out of `h2` (`common::h2body`): tiny frames unread in bulk would
+    /// otherwise end the tunnel. Streams that have had a small frame are drained again as soon
+    /// as more arrives ([`Stalls::woken`]); this catches the rest once a tick.
+    fn drain_away(&self) {
+        let away: Vec<Arc<Watch>> = self
+            .streams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|w| w.offered_ms.load(Ordering::Relaxed) != 0)
+            .cloned()
+            .collect();
+        self.drain(away);
+    }
+
+    fn drain(&self, watches: Vec<Arc<Watch>>) {
+        for watch in watches {
+            let mut state = watch.state.lock().unwrap_or_else(|p| p.into_inner());
+            // Checked under the lock the front end polls with: if it came back and found
+            // nothing, its waker is with h2 and the stream must be left alone.
+            if watch.offered_ms.load(Ordering::Relaxed) != 0 {
+                if let Some(incoming) = state.incoming.as_mut() {
+                    let moved = incoming.drain();
+                    self.drained_frames.fetch_add(moved as u64, Ordering::Relaxed);
+                }
+            }
+        }
     }
 
     /// The streams to reset now (see [`plan`]).

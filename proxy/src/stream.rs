@@ -2,18 +2,17 @@
 //! head leaves from there and the response head and body are read there, with no task or
 //! channel in between (hyper's HTTP/2 client spawned a task and crossed two channels for every
 //! request). Only a request body gets a task of its own, which moves it as the origin's window
-//! allows. Also the tunnel's keep-alive, which hyper's client used to send.
+//! allows.
 
 use crate::origins::ToOrigin;
 use bytes::Bytes;
+use common::h2body::{Received, Sent};
 use h2::client::{ResponseFuture, SendRequest};
 use h2::{Reason, RecvStream, SendStream};
-use http::{header, HeaderMap, Request};
+use http::{HeaderMap, Request};
 use http_body::{Body, Frame, SizeHint};
-use std::future::poll_fn;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::task::{Context, Poll};
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 /// A stream whose head has been sent: the response to await and, for a request with a body,
@@ -51,10 +50,10 @@ pub fn open(
 /// rather than wait on it, and this task ends even while the origin's window is shut.
 async fn send_body(mut body: ToOrigin, mut send: SendStream<Bytes>, abandoned: CancellationToken) {
     let reset = {
-        let copy = copy_body(&mut body, &mut send);
+        let copy = common::h2body::send_body(&mut body, &mut send);
         tokio::select! {
             _ = abandoned.cancelled() => true,
-            failed = copy => failed,
+            sent = copy => sent == Sent::BodyFailed,
         }
     };
     if reset {
@@ -62,56 +61,11 @@ async fn send_body(mut body: ToOrigin, mut send: SendStream<Bytes>, abandoned: C
     }
 }
 
-/// Wait for window, then send one frame of the body, so at most one frame beyond the window
-/// is buffered. Returns whether the body failed (the front-end client broke off the upload).
-async fn copy_body(body: &mut ToOrigin, send: &mut SendStream<Bytes>) -> bool {
-    loop {
-        // One byte asked for: h2 grants what the window allows and buffers the frame beyond it.
-        send.reserve_capacity(1);
-        while send.capacity() == 0 {
-            let window = poll_fn(|cx| match send.poll_reset(cx) {
-                Poll::Ready(_) => Poll::Ready(None),
-                Poll::Pending => send.poll_capacity(cx),
-            })
-            .await;
-            match window {
-                Some(Ok(_)) => {}
-                // The stream was reset or closed: nobody wants the rest.
-                Some(Err(_)) | None => return false,
-            }
-        }
-        let frame = poll_fn(|cx| match send.poll_reset(cx) {
-            Poll::Ready(_) => Poll::Ready(None),
-            Poll::Pending => Pin::new(&mut *body).poll_frame(cx).map(Some),
-        })
-        .await;
-        let Some(frame) = frame else { return false };
-        let sent = match frame {
-            None => send.send_data(Bytes::new(), true),
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => send.send_data(data, body.is_end_stream()),
-                Err(frame) => match frame.into_trailers() {
-                    Ok(trailers) => send.send_trailers(trailers),
-                    Err(_) => Ok(()),
-                },
-            },
-            Some(Err(_)) => return true,
-        };
-        if sent.is_err() || body.is_end_stream() {
-            return false;
-        }
-    }
-}
-
-/// An origin's response body: DATA frames as they arrive, then the trailers. Each frame's
-/// bytes go back to the stream's flow-control window as it is handed on.
+/// An origin's response body ([`Received`]): DATA frames as they arrive, then the trailers.
+/// Each frame's bytes go back to the stream's flow-control window as it is handed on. While
+/// its front-end client is away the stall check drains it ([`OriginBody::drain`]).
 #[derive(Debug)]
-pub struct OriginBody {
-    recv: RecvStream,
-    /// `content-length` minus what has arrived, when the origin gave one.
-    remaining: Option<u64>,
-    data_done: bool,
-}
+pub struct OriginBody(Received);
 
 /// Dropping a body frees the frames it held (a stalled download that is reset or left holds
 /// up to a stream window): counted as work, so the memory is given back once quiet again.
@@ -123,15 +77,24 @@ impl Drop for OriginBody {
 
 impl OriginBody {
     pub fn new(recv: RecvStream, headers: &HeaderMap) -> Self {
-        let remaining =
-            headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-        OriginBody { recv, remaining, data_done: false }
+        OriginBody(Received::new(recv, headers))
     }
 
     /// Bytes the origin has sent that are not yet handed on: the share of the tunnel's
     /// window this stream holds.
     pub fn held(&mut self) -> u64 {
-        self.recv.flow_control().used_capacity() as u64
+        self.0.held()
+    }
+
+    /// See [`Received::drain`]: only while the front end was handed a frame and has not come
+    /// back for the next.
+    pub fn drain(&mut self) -> usize {
+        self.0.drain()
+    }
+
+    /// See [`Received::wake_drainer`].
+    pub fn wake_drainer(&mut self, waker: std::task::Waker) {
+        self.0.wake_drainer(waker);
     }
 }
 
@@ -140,80 +103,18 @@ impl Body for OriginBody {
     type Error = h2::Error;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-        if !self.data_done {
-            match ready!(self.recv.poll_data(cx)) {
-                Some(Ok(data)) => {
-                    common::memory::worked();
-                    let _ = self.recv.flow_control().release_capacity(data.len());
-                    if let Some(left) = self.remaining.as_mut() {
-                        *left = left.saturating_sub(data.len() as u64);
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-                None => self.data_done = true,
-            }
+        let polled = Pin::new(&mut self.0).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = polled {
+            common::memory::worked();
         }
-        match ready!(self.recv.poll_trailers(cx)) {
-            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-            Ok(None) => Poll::Ready(None),
-            Err(e) => Poll::Ready(Some(Err(e))),
-        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
+        self.0.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        match self.remaining {
-            Some(left) => SizeHint::with_exact(left),
-            None => SizeHint::default(),
-        }
-    }
-}
-
-/// Why a tunnel's keep-alive gave up.
-#[derive(Debug, thiserror::Error)]
-pub enum KeepaliveError {
-    #[error("the origin did not answer a ping within {0:?}")]
-    Timeout(Duration),
-    #[error("ping failed: {0}")]
-    Ping(#[from] h2::Error),
-}
-
-/// Ping the origin every `interval`, busy or idle, and return when one goes unanswered for
-/// `timeout`: the connection is dead even if TCP has not noticed. Runs beside the connection
-/// (whose task must be polled for the answer to arrive).
-pub async fn keepalive(mut pings: h2::PingPong, interval: Duration, timeout: Duration) -> KeepaliveError {
-    loop {
-        tokio::time::sleep(interval).await;
-        match tokio::time::timeout(timeout, pings.ping(h2::Ping::opaque())).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return e.into(),
-            Err(_) => return KeepaliveError::Timeout(timeout),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn keepalive_gives_up_on_an_origin_that_never_answers() {
-        // The far end of the pipe is held open but never read: a tunnel whose origin froze.
-        let (client_io, _frozen) = tokio::io::duplex(64 * 1024);
-        let (_sender, mut conn) = common::tunnel::client_builder().handshake::<_, Bytes>(client_io).await.unwrap();
-        let pings = conn.ping_pong().unwrap();
-        let keepalive = keepalive(pings, Duration::from_secs(5), Duration::from_secs(5));
-        let started = tokio::time::Instant::now();
-        let gave_up = tokio::select! {
-            e = keepalive => Some(e),
-            _ = &mut conn => None,
-        };
-        assert!(matches!(gave_up, Some(KeepaliveError::Timeout(_))), "{gave_up:?}");
-        assert_eq!(started.elapsed(), Duration::from_secs(10), "one interval, then the timeout");
+        self.0.size_hint()
     }
 }

@@ -5,10 +5,10 @@
 use crate::logs::{REJECTED, STRAY};
 use crate::origins::Identity;
 use crate::state::Proxy;
-use crate::stream;
 use common::body::{self, BoxBody};
 use common::protocol::{self, Rejection};
 use common::tuning;
+use common::tunnel::{keepalive, Heard, Hearing};
 use common::Secret;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -158,7 +158,8 @@ fn refusal(rejection: &Rejection) -> Response<BoxBody> {
 
 /// Run the HTTP/2 client side of the tunnel until it ends, keeping it registered meanwhile.
 async fn run_tunnel(proxy: Arc<Proxy>, upgraded: hyper::upgrade::Upgraded, who: Identity, shutdown: CancellationToken) {
-    let handshake = common::tunnel::client_builder().handshake(TokioIo::new(upgraded));
+    let heard = Heard::default();
+    let handshake = common::tunnel::client_builder().handshake(Hearing::new(TokioIo::new(upgraded), heard.clone()));
     let (sender, mut conn) = match tokio::time::timeout(tuning::HANDSHAKE_TIMEOUT, handshake).await {
         Ok(Ok(pair)) => pair,
         Ok(Err(e)) => {
@@ -171,7 +172,7 @@ async fn run_tunnel(proxy: Arc<Proxy>, upgraded: hyper::upgrade::Upgraded, who: 
         }
     };
     let keepalive =
-        conn.ping_pong().map(|pings| stream::keepalive(pings, tuning::KEEPALIVE_INTERVAL, tuning::KEEPALIVE_TIMEOUT));
+        conn.ping_pong().map(|pings| keepalive(pings, heard, tuning::KEEPALIVE_INTERVAL, tuning::KEEPALIVE_TIMEOUT));
     let close = shutdown.child_token();
     let origin = who.origin.clone();
     let (tunnel, replaced) = proxy.origins.register(who, sender, close.clone());
