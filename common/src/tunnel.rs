@@ -118,13 +118,15 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Hearing<T> {
 /// answer or anything else) arrives for `timeout`: the connection is dead even if TCP has not
 /// noticed. A busy tunnel is not pinged, and an answer stuck behind a slow link's queue of
 /// data is waited for as long as that data keeps arriving. Runs beside the connection (whose
-/// task must be polled for the answer to arrive).
+/// task must be polled for the answer to arrive). Without `pings` (the connection's were taken
+/// already) it never returns.
 pub async fn keepalive(
-    mut pings: h2::PingPong,
+    pings: Option<h2::PingPong>,
     heard: Heard,
     interval: std::time::Duration,
     timeout: std::time::Duration,
 ) -> KeepaliveError {
+    let Some(mut pings) = pings else { return std::future::pending().await };
     let mut seen = heard.count();
     loop {
         tokio::time::sleep(interval).await;
@@ -160,7 +162,7 @@ mod tests {
         let (client_io, _frozen) = tokio::io::duplex(64 * 1024);
         let (_sender, mut conn) = client_builder().handshake::<_, Bytes>(client_io).await.unwrap();
         let pings = conn.ping_pong().unwrap();
-        let keepalive = keepalive(pings, Heard::default(), Duration::from_secs(5), Duration::from_secs(5));
+        let keepalive = keepalive(Some(pings), Heard::default(), Duration::from_secs(5), Duration::from_secs(5));
         let started = tokio::time::Instant::now();
         let gave_up = tokio::select! {
             e = keepalive => Some(e),

@@ -84,14 +84,7 @@ where
         conn = common::tunnel::server_builder().handshake::<_, Bytes>(io) => conn?,
         _ = shutdown.cancelled() => return Ok(()),
     };
-    let keepalive =
-        conn.ping_pong().map(|pings| keepalive(pings, heard, tuning::KEEPALIVE_INTERVAL, tuning::KEEPALIVE_TIMEOUT));
-    let keepalive = async move {
-        match keepalive {
-            Some(keepalive) => keepalive.await,
-            None => std::future::pending().await,
-        }
-    };
+    let keepalive = keepalive(conn.ping_pong(), heard, tuning::KEEPALIVE_INTERVAL, tuning::KEEPALIVE_TIMEOUT);
     tokio::pin!(keepalive);
     let drains = Arc::new(Drains::default());
     let mut drain_tick = tokio::time::interval(DRAIN_TICK);

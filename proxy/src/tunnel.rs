@@ -171,8 +171,7 @@ async fn run_tunnel(proxy: Arc<Proxy>, upgraded: hyper::upgrade::Upgraded, who: 
             return;
         }
     };
-    let keepalive =
-        conn.ping_pong().map(|pings| keepalive(pings, heard, tuning::KEEPALIVE_INTERVAL, tuning::KEEPALIVE_TIMEOUT));
+    let keepalive = keepalive(conn.ping_pong(), heard, tuning::KEEPALIVE_INTERVAL, tuning::KEEPALIVE_TIMEOUT);
     let close = shutdown.child_token();
     let origin = who.origin.clone();
     let (tunnel, replaced) = proxy.origins.register(who, sender, close.clone());
@@ -185,12 +184,6 @@ async fn run_tunnel(proxy: Arc<Proxy>, upgraded: hyper::upgrade::Upgraded, who: 
     }
     drop(replaced);
     info!(tunnel = id, "origin connected");
-    let keepalive = async move {
-        match keepalive {
-            Some(keepalive) => keepalive.await,
-            None => std::future::pending().await,
-        }
-    };
     tokio::select! {
         result = &mut conn => match result {
             Ok(()) => info!(tunnel = id, "tunnel closed"),
