@@ -10,6 +10,8 @@
 //! which still matches `If-None-Match` by weak comparison, but never `If-Range`), no
 //! `Accept-Ranges` and no `Content-Length` (streamed; HEAD gets the same headers as GET).
 //!
+//! Coding runs on threads of its own ([`coder_threads`]), not on the origin's async worker.
+//!
 //! Memory: an encoder holds about 0.3 MiB (gzip) or 1.5 MiB (brotli at [`BROTLI_QUALITY`] with a
 //! [`BROTLI_WINDOW`]-bit window; at quality 4 and up, or with brotli's default 4 MiB window, a
 //! streaming encoder was measured at 7 to 20 MiB). At most [`CONCURRENT_CODINGS`] answers are
@@ -17,19 +19,23 @@
 //! files cannot make the origin hold more than about 50 MiB of encoders.
 
 use std::io;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{ready, Context, Poll};
 
 use async_compression::tokio::bufread::{BrotliEncoder, GzipEncoder};
 use async_compression::Level;
+use bytes::Bytes;
 use common::body::{boxed, empty, BoxBody};
-use futures_util::TryStreamExt;
+use futures_util::{Stream, StreamExt, TryStreamExt};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyDataStream, StreamBody};
 use tokio::io::AsyncRead;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::io::{ReaderStream, StreamReader};
+use tracing::warn;
 
 /// Bodies shorter than this are sent as they are: the coding's own overhead eats the gain.
 pub(crate) const MIN_SIZE: u64 = 256;
@@ -249,12 +255,113 @@ fn encode(coding: Coding, body: BoxBody, permit: OwnedSemaphorePermit) -> BoxBod
 }
 
 fn stream(reader: impl AsyncRead + Send + 'static, permit: OwnedSemaphorePermit) -> BoxBody {
-    let chunks = ReaderStream::with_capacity(reader, OUT_CHUNK).map_ok(move |chunk| {
+    let chunks = ReaderStream::with_capacity(reader, OUT_CHUNK);
+    if let Some(coders) = coder_threads() {
+        return boxed(Relayed::spawn(coders, chunks, permit));
+    }
+    boxed(StreamBody::new(chunks.map_ok(move |chunk| {
         // The closure owns the permit, so it lives exactly as long as the body.
         let _held = &permit;
         Frame::data(chunk)
-    });
-    boxed(StreamBody::new(chunks))
+    })))
+}
+
+/// The runtime that codes answers: one worker per core, started with the first coded answer
+/// and kept for the life of the process (a static is never dropped, so it is never shut down
+/// from inside another runtime). `None` when its threads cannot be started: answers are then
+/// coded where they are sent, as a single-threaded origin always did.
+///
+/// Coding is the origin's only CPU-heavy work on an async worker (listings and file reads use
+/// the blocking pool). On threads of its own, the origin's worker stays free to answer every
+/// other stream while a burst of large text downloads keeps the cores busy (abuse case 18),
+/// and the origin can run the rest on one worker, which costs less per request.
+fn coder_threads() -> Option<&'static tokio::runtime::Handle> {
+    static CODERS: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
+    CODERS
+        .get_or_init(|| {
+            let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(cores)
+                .max_blocking_threads(CONCURRENT_CODINGS)
+                .thread_name("revmux-coder")
+                .enable_all()
+                .build()
+                .map_err(|e| warn!(error = %e, "cannot start the coding threads; coding on the origin's worker"))
+                .ok()
+        })
+        .as_ref()
+        .map(tokio::runtime::Runtime::handle)
+}
+
+/// What the coding task hands the body that sends its output.
+enum Piece {
+    Data(Bytes),
+    Failed(io::Error),
+    End,
+}
+
+/// A coded body whose coding runs as a task on the coding threads, handing each output chunk
+/// over a channel of one: the coder is at most one chunk ahead of the client, as when coded in
+/// place. The body holds the coding permit, so it is back as soon as the body is sent or
+/// dropped; dropping the body (the client went away) also ends the task at its next step, and
+/// with it the encoder and the source.
+struct Relayed {
+    pieces: mpsc::Receiver<Piece>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Relayed {
+    fn spawn<S>(coders: &tokio::runtime::Handle, chunks: S, permit: OwnedSemaphorePermit) -> Relayed
+    where
+        S: Stream<Item = io::Result<Bytes>> + Send + 'static,
+    {
+        let (tx, pieces) = mpsc::channel(1);
+        coders.spawn(async move {
+            let mut chunks = std::pin::pin!(chunks);
+            loop {
+                let next = tokio::select! {
+                    next = chunks.next() => next,
+                    () = tx.closed() => return,
+                };
+                let piece = match next {
+                    Some(Ok(data)) => Piece::Data(data),
+                    Some(Err(e)) => Piece::Failed(e),
+                    None => Piece::End,
+                };
+                let last = !matches!(piece, Piece::Data(_));
+                if tx.send(piece).await.is_err() || last {
+                    return;
+                }
+            }
+        });
+        Relayed { pieces, permit: Some(permit) }
+    }
+}
+
+impl http_body::Body for Relayed {
+    type Data = Bytes;
+    type Error = common::body::BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.permit.is_none() {
+            return Poll::Ready(None);
+        }
+        let piece = ready!(self.pieces.poll_recv(cx));
+        if !matches!(piece, Some(Piece::Data(_))) {
+            self.permit = None;
+        }
+        Poll::Ready(match piece {
+            Some(Piece::Data(data)) => Some(Ok(Frame::data(data))),
+            Some(Piece::End) => None,
+            Some(Piece::Failed(e)) => Some(Err(e.into())),
+            // The task ended without saying how: never pass a cut body off as complete.
+            None => Some(Err(io::Error::other("the coding task stopped before the end of the body").into())),
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.permit.is_none()
+    }
 }
 
 #[cfg(test)]
@@ -470,5 +577,66 @@ mod tests {
         let head = Negotiation { coding: Some(Coding::Gzip), ranged: false, head: true };
         let _head = apply(head, &VTT, &one, answer(StatusCode::OK, "text/vtt", TEXT));
         assert_eq!(one.available_permits(), 1);
+    }
+
+    fn relayed<S>(chunks: S) -> (Relayed, Arc<Semaphore>)
+    where
+        S: Stream<Item = io::Result<Bytes>> + Send + 'static,
+    {
+        let one = Arc::new(Semaphore::new(1));
+        let permit = Arc::clone(&one).try_acquire_owned().unwrap();
+        (Relayed::spawn(coder_threads().unwrap(), chunks, permit), one)
+    }
+
+    #[tokio::test]
+    async fn relayed_bodies_end_as_their_source_does() {
+        let pieces = vec![Ok(Bytes::from_static(b"one ")), Ok(Bytes::from_static(b"two"))];
+        let (body, one) = relayed(futures_util::stream::iter(pieces));
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "one two");
+        assert_eq!(one.available_permits(), 1);
+
+        let pieces = vec![Ok(Bytes::from_static(b"part")), Err(io::Error::other("disk gone"))];
+        let (body, one) = relayed(futures_util::stream::iter(pieces));
+        let err = body.collect().await.err().unwrap();
+        assert!(err.to_string().contains("disk gone"), "{err}");
+        assert_eq!(one.available_permits(), 1);
+
+        // A coder that dies without a word is an error, never a complete body.
+        let dies = futures_util::stream::poll_fn(|_| -> Poll<Option<io::Result<Bytes>>> { panic!("coder broke") });
+        let (body, _) = relayed(dies);
+        let err = body.collect().await.err().unwrap();
+        assert!(err.to_string().contains("stopped before the end"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_relayed_body_stops_its_coder() {
+        struct Source(Arc<std::sync::atomic::AtomicBool>);
+        impl Drop for Source {
+            fn drop(&mut self) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let source = Source(Arc::clone(&dropped));
+        // One chunk, then a source that never answers again (a stalled read): the coder is
+        // waiting on it, not on the channel, when the body goes.
+        let stalls = futures_util::stream::unfold((source, false), |(source, sent)| async move {
+            if sent {
+                std::future::pending::<()>().await;
+            }
+            Some((Ok(Bytes::from_static(&[b'x'; 1024])), (source, true)))
+        });
+        let (mut body, one) = relayed(stalls);
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(first.len(), 1024);
+        assert_eq!(one.available_permits(), 0);
+        drop(body);
+        assert_eq!(one.available_permits(), 1, "the permit is back with the body");
+        let stopped = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while !dropped.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::task::yield_now().await;
+            }
+        });
+        assert!(stopped.await.is_ok(), "the coding task still holds its source");
     }
 }
