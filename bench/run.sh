@@ -8,7 +8,7 @@
 #                                   shown with the spread (min-max); ratios are to direct in
 #                                   the same round
 #   BENCH_THREADS=1 ./bench/run.sh  p and c with one worker each (default 0: their default,
-#                                   p: one per two cores, c: one per core, as a user runs them)
+#                                   one worker per two cores, as a user runs them)
 #   BENCH_PEERS=0 ./bench/run.sh    leave out bore and rathole (no cargo install)
 #   BENCH_SCALE=0 ./bench/run.sh    leave out the scale phase (below)
 #   BENCH_IDLE=10000 BENCH_DOWNLOADS=1000   its sizes
@@ -1074,7 +1074,7 @@ REPORT=$(
   echo "- Load: \`wrk -t2 -c64\` (1 KiB and 64 KiB), \`wrk -t1 -c1\` (one connection), \`-d${SECS}s --latency\`; \`curl -o /dev/null\` for one 256 MiB download, then $PARALLEL_DL curls at once (MiB/s = all bytes / wall time), after one warm-up download."
   echo "- CPU-s/GiB: utime+stime of the path's processes over the $((PARALLEL_DL + 1)) downloads of a round, per GiB delivered. \"All server processes\" includes the nginx a path fronts (bore, rathole, the hop, revmux \`--upstream\`), so every path is charged for serving the bytes; \"the ends only\" is the tunnel's (or hop's) own processes."
   echo "- Peak RSS: VmHWM of the ends (MiB, the two ends in brackets: p + c, server + client; nginx: all processes), reset with clear_refs before each phase$([ "$HWM_RESET" = 0 ] && echo ' (the reset was refused here: the numbers are peaks since start)'); the maximum over the rounds."
-  echo "- p and c run with \`--threads $THREADS\` (0 = their default: p one worker per two cores, c one per core); threads at the end: $THREADS_SEEN. WARN/ERROR log lines: $LOG_WARNINGS."
+  echo "- p and c run with \`--threads $THREADS\` (0 = their default: one worker per two cores); threads at the end: $THREADS_SEEN. WARN/ERROR log lines: $LOG_WARNINGS."
   echo "- The load generators share the machine's $(nproc) cores with every server; the machine was ${PRE_BUSY}% busy in the second before the run."
   echo
   echo "## Machine"

@@ -3,37 +3,25 @@
 
 use std::future::Future;
 
-/// What `--threads 0` means for a binary.
-#[derive(Debug, Clone, Copy)]
-pub enum Workers {
-    /// One worker per two CPU cores, at least one: the proxy. Its work is mostly one task per
-    /// tunnel (the tunnel's connection, whose HTTP/2 state is one lock) and the sockets of the
-    /// front end; a worker per core mostly adds cross-thread wake-ups and contention on that
-    /// lock, and the other cores are left to the kernel's network stack. Measured on two cores
-    /// in BENCHMARKS.md (issue 7).
-    HalfTheCores,
-    /// One worker per CPU core: the origin, which compresses answers and renders listings on
-    /// its workers, CPU work that must not queue a small request behind it (abuse case 18).
-    EveryCore,
+/// What `--threads 0` means: one worker per two CPU cores, at least one, for both binaries.
+///
+/// The work of each end is mostly one task per tunnel (the tunnel's connection, whose HTTP/2
+/// state is one lock) and the sockets it serves; more workers mostly add cross-thread wake-ups
+/// and contention on that lock, and the other cores are left to the kernel's network stack and
+/// to the origin's coding threads. Measured on two cores in BENCHMARKS.md (issue 7): one worker
+/// against two took 20-25 % off the origin's CPU per request and per download.
+pub fn default_workers() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    (cores / 2).max(1)
 }
 
-impl Workers {
-    pub fn count(self) -> usize {
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        match self {
-            Workers::HalfTheCores => (cores / 2).max(1),
-            Workers::EveryCore => cores,
-        }
-    }
-}
-
-/// The runtime: `threads` workers, or with 0 what `default` says; a single worker runs
+/// The runtime: `threads` workers, or with 0 [`default_workers`]; a single worker runs
 /// tokio's current-thread scheduler (no work-stealing machinery to pay for). `max_blocking`
 /// caps the blocking pool (file reads). On failure, reports and exits with status 1.
-pub fn build(threads: usize, default: Workers, max_blocking: Option<usize>) -> tokio::runtime::Runtime {
+pub fn build(threads: usize, max_blocking: Option<usize>) -> tokio::runtime::Runtime {
     raise_fd_limit();
     keep_heap_top();
-    let workers = if threads == 0 { default.count() } else { threads };
+    let workers = if threads == 0 { default_workers() } else { threads };
     let mut builder = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()
     } else {

@@ -66,8 +66,9 @@ pub struct Cli {
     #[arg(long, env = "REVMUX_CERTS_DIR", value_name = "DIR", default_value = "certs")]
     pub certs_dir: PathBuf,
 
-    /// Worker threads (0: one per CPU core, since compression and listings are CPU work on
-    /// them). One worker runs a single-threaded scheduler.
+    /// Worker threads (0: one per two CPU cores, at least one; see BENCHMARKS.md). One worker
+    /// runs a single-threaded scheduler. Compression runs on threads of its own (one per core,
+    /// started with the first compressed answer), listings and file reads on a blocking pool.
     #[arg(long, env = "REVMUX_THREADS", value_name = "N", default_value_t = 0)]
     pub threads: usize,
 

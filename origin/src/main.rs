@@ -8,11 +8,7 @@ fn main() {
     let cli: Cli = cli::parse_or_exit();
     common::logging::init(cli.log_format);
     common::tls::install_default_provider();
-    let runtime = common::runtime::build(
-        cli.threads,
-        common::runtime::Workers::EveryCore,
-        Some(common::tuning::MAX_BLOCKING_THREADS),
-    );
+    let runtime = common::runtime::build(cli.threads, Some(common::tuning::MAX_BLOCKING_THREADS));
     common::runtime::run_main(runtime, async_main(cli))
 }
 

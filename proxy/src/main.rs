@@ -24,7 +24,7 @@ fn main() {
         },
     };
     common::tls::install_default_provider();
-    let runtime = common::runtime::build(cli.threads, common::runtime::Workers::HalfTheCores, None);
+    let runtime = common::runtime::build(cli.threads, None);
     common::runtime::run_main(runtime, async move {
         let code = async_main(cli).await;
         // Write out what the access-log file still has queued.
