@@ -154,9 +154,10 @@ class Handler(socketserver.BaseRequestHandler):
             n = min(int(query.get(b"n", b"100000")), 1000000)
             gap = int(query.get(b"us", b"20")) / 1e6
             self.send("200 OK", [("Content-Type", b"application/octet-stream"), ("Transfer-Encoding", b"chunked")])
-            due = time.monotonic()
             for _ in range(n):
-                due += gap
+                # Each write waits its gap after the last one, never catching up in a burst
+                # after the thread had to wait for the GIL: bursts are what c may gather.
+                due = time.monotonic() + gap
                 while time.monotonic() < due:
                     pass
                 self.request.sendall(b"1\r\nx\r\n")
